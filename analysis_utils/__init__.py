@@ -1,0 +1,22 @@
+"""analysis_utils: time-resolved category geometry in recurrent vision DNNs.
+
+Module map (one rule per module; a reader should know from here what belongs where):
+
+- ``errors``      the one exception type every bad input raises, with a sentence that says
+                  what was expected and how to fix it.
+- ``catalogue``   the model registry: one card per model, ``names()``, ``card()``, ``load()``.
+- ``models/``     one module per family; each builds its model at ``mini`` or ``full`` scale
+                  and returns every time step from ``model.readouts(x)``.
+- ``preprocess``  the image transforms named on the cards (PIL image -> tensor).
+- ``weights``     official checkpoints (URL, sha256, download, cache) and the mini zoo.
+- ``probes``      probe image sets and their category metadata.
+- ``extract``     time-resolved readouts of a model over a probe.
+- ``store``       the feature cache on disk.
+- ``geometry``    tensors in, numbers out: prototypes, distances, RDMs, the study's metrics.
+- ``rsa``         RDMs of tagged features, cross-model RSA, MDS.
+- ``stats``       everything that returns a p-value or an interval.
+- ``plotting``    figures and the shared style (colours per model and state).
+- ``train``       training the mini zoo.
+"""
+
+__version__ = "0.1.0"
