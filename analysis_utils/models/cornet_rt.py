@@ -158,13 +158,6 @@ class CORnetRT(TimeResolvedModel):
                 f"CORnet-RT expects a batch of RGB images [N, 3, H, W], got {shape}; "
                 "apply the card's preprocessing and stack the images into one tensor."
             )
-        smallest = min(self.output_sizes(x.shape[2], x.shape[3])["IT"])
-        if smallest < 1:
-            raise AnalysisUtilsError(
-                f"A {x.shape[2]}x{x.shape[3]} input is too small for CORnet-RT at this scale "
-                f"(IT would have no pixels); use the card's input size "
-                f"({self.config.input_size} px)."
-            )
 
     def _readouts(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
         self._check_input(x)
