@@ -112,8 +112,15 @@ def fetch(spec: OfficialWeights, cache_dir: str | os.PathLike | None = None) -> 
     """The local path of an official checkpoint, downloading and checking it when needed.
 
     Companion files (for example a TF checkpoint's ``.index``) are fetched beside it; the
-    returned path is the main file.
+    returned path is the main file. A spec with no recorded sha256 is refused before any
+    download: an unchecked file is never used.
     """
+    if not spec.sha256:
+        raise AnalysisUtilsError(
+            f"No sha256 is recorded for {spec.url} ({spec.source or 'official weights'}), so a "
+            "download could not be checked and none is made; download the file yourself, verify "
+            "it, and pass weights=<path to the file>."
+        )
     root = Path(cache_dir) if cache_dir else weights_cache_dir()
     for url, sha, name in spec.extra_files:
         download(url, sha, root / name)
