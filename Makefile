@@ -22,5 +22,33 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest -q
 
+# ---------------------------------------------------------------------------- the book
+# make book PARAMS="-p weights untrained -p n_perm 1000": each notebooks/NN_*.py becomes a
+# notebook (jupytext), papermill executes it into book/notebooks/ with PARAMS, a check fails on
+# any executed notebook without outputs, then Jupyter Book builds the HTML (-W -n: warnings fail).
+CHAPTER_SOURCES := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
+CHAPTERS := $(patsubst notebooks/%.py,book/notebooks/%.ipynb,$(CHAPTER_SOURCES))
+BOOK_HTML := book/_build/html
+
+notebooks: $(STAMP)
+	$(PY) -m analysis_utils.book preflight $(PARAMS)
+	mkdir -p book/notebooks/_sources
+	set -e; for source in $(CHAPTER_SOURCES); do \
+	  name=$$(basename $$source .py); \
+	  $(VENV)/bin/jupytext --quiet --to ipynb $$source -o book/notebooks/_sources/$$name.ipynb; \
+	  echo "executing $$name"; \
+	  $(VENV)/bin/papermill --no-progress-bar --log-level WARNING -k python3 \
+	    --cwd book/notebooks book/notebooks/_sources/$$name.ipynb book/notebooks/$$name.ipynb \
+	    $(PARAMS); \
+	done
+	$(PY) -m analysis_utils.book check-outputs $(CHAPTERS)
+
+book: notebooks
+	$(VENV)/bin/jupyter-book build . --path-output book -W -n --keep-going --quiet
+	@echo "The book: $(CURDIR)/$(BOOK_HTML)/index.html"
+
+check-html: $(STAMP)
+	$(PY) -m analysis_utils.book check-html $(BOOK_HTML) screenshots
+
 clean:
 	rm -rf book/_build book/notebooks .pytest_cache .ruff_cache

@@ -1,0 +1,614 @@
+"""Figures and the shared style: the reference study's colours per model and state, its layouts.
+
+Every function here only draws: it takes numbers that ``geometry``, ``rsa`` and ``stats``
+computed and returns a matplotlib ``Figure``. Colours come from each model's card
+(``card.colors`` = (baseline, after), the study's ``DEFAULT_COLORS``); labels use the card's
+display name and step labels ("LRM3 (pass 1)", "BL (t=8)"). Every figure takes a ``note`` that
+goes into its title: the chapters pass the weights in words, so a figure of untrained models
+always says so.
+
+Figures (the study's numbering):
+
+- :func:`plot_unrolling`        chapter 1: which area first sees the image at which step.
+- :func:`plot_accuracy_over_steps` Table 1 extended to every step.
+- :func:`plot_trajectories`     any measure over every step, on normalised or own-step time.
+- :func:`plot_local_global_composite` Fig. 1: per-exemplar change densities + prototype PCA.
+- :func:`plot_separation_ridge` Fig. 2: between-prototype distance distributions per model.
+- :func:`plot_ridge_over_steps` Fig. 2 followed over every step of one model.
+- :func:`plot_rsa_mds`          Fig. 3: RSA heatmaps + MDS.
+- :func:`plot_mds_trajectories` Fig. 3 over every step: paths in the MDS space.
+- :func:`plot_convrnn_supplement` Fig. 4: the four-panel image-off supplement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
+from scipy.stats import gaussian_kde  # noqa: E402
+
+#: the study's neutral colours for the Fig. 1 panels
+GREY_FILL = "#cccccc"
+GREY_LINE = "#888888"
+BASELINE_PROTO = "#555555"
+AFTER_PROTO = "#E41A1C"
+LINK = "#bbbbbb"
+
+
+def apply_style() -> None:
+    """The book's matplotlib defaults (inline PNG at 100 dpi, tight boxes, TrueType in PDFs)."""
+    plt.rcParams.update({
+        "figure.dpi": 100,
+        "savefig.dpi": 200,
+        "savefig.bbox": "tight",
+        "pdf.fonttype": 42,
+        "ps.fonttype": 42,
+        "font.size": 10,
+        "axes.titlesize": 11,
+        "axes.labelsize": 10,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "legend.frameon": False,
+        "figure.constrained_layout.use": False,
+    })
+
+
+# --------------------------------------------------------------------------- colours, labels
+
+
+def _card(name: str):
+    from . import catalogue
+
+    return catalogue.card(name)
+
+
+def model_color(name: str, state: str = "after") -> str:
+    """The study's colour of ``name`` in ``state`` ("baseline" or "after")."""
+    baseline, after = _card(name).colors
+    return baseline if state == "baseline" else after
+
+
+def step_color(name: str, step: int, n_steps: int) -> tuple[float, float, float]:
+    """A colour for step ``step`` of ``n_steps``: the baseline colour at t=1 blending to after."""
+    baseline, after = (np.array(to_rgb(c)) for c in _card(name).colors)
+    w = 0.0 if n_steps <= 1 else (step - 1) / (n_steps - 1)
+    return tuple((1 - w) * baseline + w * after)
+
+
+def label(name: str, step: int | None = None) -> str:
+    """'LRM3 (pass 1)', or the display name alone when ``step`` is None."""
+    card = _card(name)
+    if step is None:
+        return card.display_name
+    return f"{card.display_name} ({card.step_label(step)})"
+
+
+def titled(title: str, note: str) -> str:
+    return f"{title}\n{note}" if note else title
+
+
+def normalised_time(step, n_steps: int):
+    """tau = (t - 1) / (T - 1) in [0, 1]; 0 for a single-step model."""
+    step = np.asarray(step, dtype=float)
+    return np.zeros_like(step) if n_steps <= 1 else (step - 1) / (n_steps - 1)
+
+
+def kde_curve(values, grid) -> np.ndarray:
+    """A Gaussian KDE (Scott's bandwidth) on ``grid``; a spike-free zero curve for constant data."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size < 2 or np.ptp(values) == 0:
+        return np.zeros_like(grid, dtype=float)
+    return gaussian_kde(values)(grid)
+
+
+# --------------------------------------------------------------------------- chapter 1
+
+
+def plot_unrolling(name: str, first_step: Mapping[str, int | None], n_steps: int,
+                   feedback: str = "", image_steps: Sequence[int] | None = None,
+                   note: str = "", ax=None):
+    """The unrolling of one model: a grid of areas x steps, filled where the area carries image
+    information (from ``first_step[area]``, measured by the chapter), with feedback in words.
+
+    ``image_steps`` marks the steps at which the image is on the input (all when None).
+    """
+    card = _card(name)
+    areas = list(first_step)
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * n_steps + 1.8), 0.45 * len(areas) + 1.4))
+    else:
+        fig = ax.figure
+    color = model_color(name, "after")
+    shown = set(range(1, n_steps + 1) if image_steps is None else image_steps)
+    for row, area in enumerate(areas):
+        start = first_step[area]
+        for step in range(1, n_steps + 1):
+            sees = start is not None and step >= start
+            ax.add_patch(plt.Rectangle((step - 0.45, row - 0.4), 0.9, 0.8,
+                                       facecolor=color if sees else "white",
+                                       edgecolor=color, alpha=0.85 if sees else 1.0, lw=1))
+        if start is not None:
+            ax.text(start, row, "•", ha="center", va="center", color="white", fontsize=12)
+    for step in range(1, n_steps + 1):
+        ax.text(step, -0.85, "img" if step in shown else "blank", ha="center", va="center",
+                fontsize=6, color="black" if step in shown else GREY_LINE)
+    ax.set_xlim(0.4, n_steps + 0.6)
+    ax.set_ylim(len(areas) - 0.4, -1.2)
+    ax.set_yticks(range(len(areas)), areas)
+    ax.set_xticks(range(1, n_steps + 1),
+                  [card.step_label(t).replace("pass ", "") for t in range(1, n_steps + 1)])
+    ax.set_xlabel("pass" if card.step_unit == "pass" else "time step t")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.tick_params(length=0)
+    title = f"{card.display_name}: {card.recurrence}, {card.mechanism}"
+    ax.set_title(titled(title, note), fontsize=9, loc="left")
+    if feedback:
+        ax.text(0.0, -0.02, feedback, transform=ax.transAxes, ha="left", va="top",
+                fontsize=7, style="italic", color="#444444", wrap=True)
+    return fig
+
+
+def plot_accuracy_over_steps(table, note: str = ""):
+    """Top-1 at every step: logits (left) and nearest-centroid on penult (right).
+
+    ``table`` columns: ``model`` (catalogue name), ``step``, ``n_steps``, ``measure``
+    ("logits top-1", "NC penult top-1"), ``value`` (percent), optional ``lo``/``hi``.
+    """
+    measures = list(dict.fromkeys(table["measure"]))
+    fig, axes = plt.subplots(1, len(measures), figsize=(5.2 * len(measures), 3.8), sharey=False,
+                             squeeze=False)
+    for ax, measure in zip(axes[0], measures):
+        part = table[table["measure"] == measure]
+        for name, rows in part.groupby("model", sort=False):
+            rows = rows.sort_values("step")
+            n_steps = int(rows["n_steps"].iloc[0])
+            _draw_time_series(ax, name, rows["step"].to_numpy(), rows["value"].to_numpy(),
+                              n_steps, "normalised",
+                              rows["lo"].to_numpy() if "lo" in rows else None,
+                              rows["hi"].to_numpy() if "hi" in rows else None)
+        ax.set_title(measure)
+        ax.set_xlabel("normalised time (t - 1) / (T - 1)")
+        ax.set_ylabel("accuracy (%)")
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.suptitle(titled("Accuracy at every step", note), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- trajectories
+
+
+def _draw_time_series(ax, name, steps, values, n_steps, time, lo=None, hi=None):
+    color = model_color(name, "after")
+    if n_steps <= 1:
+        value = float(values[0])
+        ax.axhline(value, color=color, ls="--", lw=1.3, label=label(name))
+        if lo is not None and hi is not None:
+            ax.axhspan(float(lo[0]), float(hi[0]), color=color, alpha=0.08)
+        return
+    x = normalised_time(steps, n_steps) if time == "normalised" else np.asarray(steps)
+    ax.plot(x, values, color=color, lw=2, marker="o", ms=3.5, label=label(name))
+    ax.plot(x[:1], values[:1], marker="o", ms=6, mfc="white", mec=model_color(name, "baseline"),
+            ls="none")
+    if lo is not None and hi is not None:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+
+
+def plot_trajectories(table, measures: Sequence[str], time: str = "normalised", note: str = "",
+                      title: str = "Geometry at every step", reference=None, ncols: int = 3):
+    """One panel per measure, one line per model, over every step.
+
+    ``table``: tidy rows with ``model``, ``step``, ``n_steps`` and one column per measure
+    (optionally ``<measure> lo`` / ``<measure> hi`` for intervals). ``time`` is "normalised"
+    (tau = (t-1)/(T-1)) or "steps" (each model's own steps). ``reference``: an optional table
+    of the same shape (untrained seeds) drawn as a grey band of min..max per (model, step).
+    """
+    if time not in ("normalised", "steps"):
+        raise ValueError(f"time must be 'normalised' or 'steps', got {time!r}")
+    ncols = min(ncols, len(measures))
+    nrows = int(np.ceil(len(measures) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, measure in zip(axes.flat, measures):
+        for name, rows in table.groupby("model", sort=False):
+            rows = rows.sort_values("step")
+            n_steps = int(rows["n_steps"].iloc[0])
+            lo = rows.get(f"{measure} lo")
+            hi = rows.get(f"{measure} hi")
+            _draw_time_series(ax, name, rows["step"].to_numpy(), rows[measure].to_numpy(),
+                              n_steps, time, None if lo is None else lo.to_numpy(),
+                              None if hi is None else hi.to_numpy())
+        if reference is not None:
+            for name, rows in reference.groupby("model", sort=False):
+                span = rows.groupby("step")[measure].agg(["min", "max"]).sort_index()
+                n_steps = int(rows["n_steps"].iloc[0])
+                steps = span.index.to_numpy()
+                x = normalised_time(steps, n_steps) if time == "normalised" else steps
+                if n_steps <= 1:
+                    ax.axhspan(span["min"].iloc[0], span["max"].iloc[0], color="#999999",
+                               alpha=0.12, lw=0)
+                else:
+                    ax.fill_between(x, span["min"], span["max"], color=model_color(name),
+                                    alpha=0.12, lw=0, hatch="//")
+        ax.set_title(measure)
+        ax.set_xlabel("normalised time (t - 1) / (T - 1)" if time == "normalised" else "step")
+    for ax in list(axes.flat)[len(measures):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(titled(title, note), fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+# --------------------------------------------------------------------------- Fig. 1
+
+
+def plot_local_global_composite(panels: Sequence[Mapping], note: str = ""):
+    """The study's Fig. 1: one column per model; density of per-exemplar change in cluster size
+    (top) and baseline/after prototypes in a shared PCA (bottom).
+
+    Each panel: ``model``, ``readout``, ``baseline_step``, ``after_step``, ``delta`` (per
+    exemplar d_after - d_before), ``pca_baseline`` and ``pca_after`` ([C, 2] prototype
+    coordinates), optional ``annotation``.
+    """
+    n = len(panels)
+    fig = plt.figure(figsize=(3.4 * n, 7.2))
+    grid = fig.add_gridspec(3, n, height_ratios=[0.55, 2, 4], hspace=0.25, wspace=0.15)
+    every = np.concatenate([np.asarray(p["delta"], float) for p in panels])
+    lo, hi = np.nanmin(every), np.nanmax(every)
+    pad = 0.08 * (hi - lo if hi > lo else 1.0)
+    xs = np.linspace(lo - pad, hi + pad, 400)
+    for column, panel in enumerate(panels):
+        name = panel["model"]
+        head = fig.add_subplot(grid[0, column])
+        head.axis("off")
+        head.text(0.5, 0.75, label(name), ha="center", va="center", fontsize=14,
+                  fontweight="bold")
+        sub = panel.get("annotation") or _card(name).mechanism
+        head.text(0.5, 0.1, f"{sub}\n{panel['readout']} · "
+                  f"{_card(name).step_label(panel['baseline_step'])} → "
+                  f"{_card(name).step_label(panel['after_step'])}",
+                  ha="center", va="center", fontsize=8, style="italic", color="#666666")
+
+        density = fig.add_subplot(grid[1, column])
+        delta = np.asarray(panel["delta"], float)
+        ys = kde_curve(delta, xs)
+        density.fill_between(xs, ys, color=GREY_FILL, alpha=0.6)
+        density.plot(xs, ys, color=GREY_LINE, lw=1.2)
+        density.axvline(0, color="black", lw=1)
+        mean = float(np.mean(delta))
+        density.axvline(mean, color="red", ls="--", lw=1.3)
+        density.text(mean, ys.max() * 1.02 if ys.max() > 0 else 1, "Compact" if mean < 0
+                     else "Expand", ha="right" if mean < 0 else "left", style="italic",
+                     fontsize=8)
+        density.set_yticks([])
+        density.set_xlim(xs[0], xs[-1])
+        density.set_xlabel("Δ cluster size (cosine)", fontsize=8)
+        density.spines["left"].set_visible(False)
+
+        scatter = fig.add_subplot(grid[2, column])
+        base = np.asarray(panel["pca_baseline"], float)
+        after = np.asarray(panel["pca_after"], float)
+        for b, a in zip(base, after):
+            scatter.plot([b[0], a[0]], [b[1], a[1]], color=LINK, lw=0.7, zorder=1)
+        scatter.scatter(base[:, 0], base[:, 1], s=30, color=BASELINE_PROTO, alpha=0.8, zorder=2,
+                        label="Baseline")
+        scatter.scatter(after[:, 0], after[:, 1], s=30, color=model_color(name, "after"),
+                        alpha=0.8, zorder=3, label="After recurrence")
+        scatter.set_aspect("equal", adjustable="datalim")
+        scatter.set_xticks([])
+        scatter.set_yticks([])
+        for spine in scatter.spines.values():
+            spine.set_visible(False)
+        scatter.set_xlabel("PC1 →", fontsize=8)
+        scatter.set_ylabel("PC2 →", fontsize=8)
+        if column == 0:
+            density.set_ylabel("Local", fontsize=12, fontweight="bold")
+            scatter.set_ylabel("Global\nPC2 →", fontsize=12, fontweight="bold")
+    handles = [plt.Line2D([], [], marker="o", ls="none", color=BASELINE_PROTO, label="Baseline"),
+               plt.Line2D([], [], marker="o", ls="none", color=AFTER_PROTO,
+                          label="After recurrence")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(titled("Local and global change from baseline to after", note), fontsize=12,
+                 y=1.0)
+    return fig
+
+
+# --------------------------------------------------------------------------- Fig. 2
+
+
+def plot_separation_ridge(rows: Sequence[Mapping], note: str = "", title: str = "",
+                          x_max: float = 2.0):
+    """The study's Fig. 2: one row per model, KDE of its between-prototype cosine distances on
+    [0, 2]; baseline solid, after dashed; mean and SD (ddof 0) printed on each row.
+
+    Each row: ``model``, ``baseline`` (the 4950 distances), optional ``after``, and optional
+    ``baseline_step`` / ``after_step`` for the labels.
+    """
+    n = len(rows)
+    xs = np.linspace(0, x_max, 500)
+    fig, axes = plt.subplots(n, 1, figsize=(7.5, 1.1 * n + 1), sharex=True, squeeze=False)
+    for ax, row in zip(axes[:, 0], rows):
+        name = row["model"]
+        texts = []
+        for state, ls, lw, alpha in (("baseline", "-", 1.6, 0.35), ("after", "--", 1.8, 0.25)):
+            values = row.get(state)
+            if values is None:
+                continue
+            values = np.asarray(values, float)
+            ys = kde_curve(values, xs)
+            color = model_color(name, state)
+            ax.fill_between(xs, ys, color=color, alpha=alpha, lw=0)
+            ax.plot(xs, ys, color=color, ls=ls, lw=lw)
+            step = row.get(f"{state}_step")
+            tag = state if step is None else _card(name).step_label(step)
+            texts.append(f"{tag:>8}: μ={values.mean():.3f}, σ={values.std():.3f}")
+        ax.text(0.01, 0.85, label(name), transform=ax.transAxes, fontsize=10, style="italic",
+                fontweight="bold", va="top")
+        ax.text(0.99, 0.85, "\n".join(texts), transform=ax.transAxes, fontsize=7.5,
+                family="monospace", ha="right", va="top")
+        ax.set_yticks([])
+        ax.spines["left"].set_visible(False)
+        for x in (0.0, 1.0):
+            ax.axvline(x, color="#999999", lw=0.8, ls=":")
+    axes[0, 0].text(0.0, 1.05, "Same", transform=axes[0, 0].get_xaxis_transform(),
+                    ha="center", fontsize=8)
+    axes[0, 0].text(1.0, 1.05, "Orthogonal", transform=axes[0, 0].get_xaxis_transform(),
+                    ha="center", fontsize=8)
+    axes[-1, 0].set_xlabel("between-prototype cosine distance")
+    axes[-1, 0].set_xlim(0, x_max)
+    fig.suptitle(titled(title or "Between-prototype distances", note), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ridge_over_steps(name: str, distances, note: str = "", readout: str = "logits",
+                          reference=None, x_max: float = 2.0):
+    """Fig. 2 followed over time for one model: one row per step (distances [T, pairs]).
+
+    ``reference``: optional [S, T, pairs] distances of untrained seeds, drawn as a grey band
+    (min..max over seeds of the density) behind each step.
+    """
+    distances = np.asarray(distances, float)
+    n_steps = distances.shape[0]
+    xs = np.linspace(0, x_max, 400)
+    fig, axes = plt.subplots(n_steps, 1, figsize=(5.5, 0.55 * n_steps + 1.3), sharex=True,
+                             squeeze=False)
+    card = _card(name)
+    for index, ax in enumerate(axes[:, 0]):
+        step = index + 1
+        if reference is not None:
+            curves = np.stack([kde_curve(seed[index], xs) for seed in np.asarray(reference)])
+            ax.fill_between(xs, curves.min(0), curves.max(0), color="#999999", alpha=0.3, lw=0)
+        ys = kde_curve(distances[index], xs)
+        color = step_color(name, step, n_steps)
+        ax.fill_between(xs, ys, color=color, alpha=0.4, lw=0)
+        ax.plot(xs, ys, color=color, lw=1.4)
+        ax.text(-0.01, 0.3, card.step_label(step), transform=ax.transAxes, ha="right",
+                fontsize=8)
+        ax.text(0.99, 0.5, f"μ={distances[index].mean():.3f} σ={distances[index].std():.3f}",
+                transform=ax.transAxes, ha="right", fontsize=7, family="monospace")
+        ax.set_yticks([])
+        ax.spines["left"].set_visible(False)
+        ax.axvline(1.0, color="#999999", lw=0.8, ls=":")
+    axes[-1, 0].set_xlabel(f"between-prototype cosine distance ({readout})")
+    title = f"{card.display_name}: {readout} over every step"
+    if reference is not None:
+        title += " (grey: untrained seeds)"
+    fig.suptitle(titled(title, note), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- Fig. 3
+
+
+def _tag_label(tag) -> str:
+    name, step = tag[0], tag[-1]
+    return label(name, step) if _card(name).recurrent else label(name)
+
+
+def _tag_color(tag) -> str:
+    name, step = tag[0], tag[-1]
+    card = _card(name)
+    return model_color(name, "baseline" if card.recurrent and step == card.baseline else "after")
+
+
+def plot_rsa_mds(panels: Sequence[Mapping], note: str = ""):
+    """The study's Fig. 3: cross-model RSA heatmaps (top) and MDS of the models (bottom).
+
+    Each panel: ``title`` (e.g. "Penultimate"), ``tags`` (list of (model, step) pairs),
+    ``rho`` ([K, K] Spearman matrix), ``coords`` ([K, 2] MDS), ``stress``.
+    """
+    n = len(panels)
+    size = max(len(p["tags"]) for p in panels)
+    cell = 0.42 if size > 8 else 0.6
+    fig, axes = plt.subplots(2, n, figsize=(max(6.5, cell * size + 3) * n,
+                                            cell * size + 2.5 + 5.5),
+                             gridspec_kw={"height_ratios": [cell * size + 2, 5.5]},
+                             squeeze=False)
+    for column, panel in enumerate(panels):
+        tags = list(panel["tags"])
+        rho = np.asarray(panel["rho"], float)
+        names = [_tag_label(t) for t in tags]
+        ax = axes[0, column]
+        image = ax.imshow(rho, cmap="viridis_r", vmin=0, vmax=1)
+        if len(tags) <= 20:
+            for i in range(len(tags)):
+                for j in range(len(tags)):
+                    ax.text(j, i, f"{rho[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
+                            color="white" if rho[i, j] >= 0.6 else "black")
+        ax.set_xticks(range(len(tags)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(tags)), names, fontsize=7)
+        ax.set_title(f"Cross-model RSA — {panel['title']}")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="Spearman ρ")
+
+        ax = axes[1, column]
+        coords = np.asarray(panel["coords"], float)
+        for index, tag in enumerate(tags):
+            name = tag[0]
+            card = _card(name)
+            hollow = card.recurrent and tag[-1] == card.baseline
+            color = _tag_color(tag)
+            ax.scatter(coords[index, 0], coords[index, 1], s=220,
+                       facecolors="none" if hollow else color, edgecolors=color, lw=2, zorder=3)
+            ax.annotate(names[index], coords[index], fontsize=7, xytext=(6, 6),
+                        textcoords="offset points")
+        for index, tag in enumerate(tags):
+            card = _card(tag[0])
+            if card.recurrent and tag[-1] == card.baseline:
+                for other, target in enumerate(tags):
+                    if target[0] == tag[0] and target[-1] == card.after and other != index:
+                        ax.annotate("", coords[other], coords[index],
+                                    arrowprops={"arrowstyle": "->", "lw": 1.5,
+                                                "color": model_color(tag[0], "after")})
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"Model MDS — {panel['title']} (stress = {panel['stress']:.3f})")
+    fig.suptitle(note, fontsize=11) if note else None
+    fig.tight_layout()
+    return fig
+
+
+def plot_mds_trajectories(panels: Sequence[Mapping], note: str = ""):
+    """Every step of every model in one MDS space per readout: one path per model from t=1
+    (hollow) to its last step (filled).
+
+    Each panel: ``title``, ``tags`` ((model, step) pairs), ``coords`` [K, 2], ``stress``.
+    """
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(6.2 * n, 5.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        tags = list(panel["tags"])
+        coords = np.asarray(panel["coords"], float)
+        by_model: dict[str, list[tuple[int, int]]] = {}
+        for index, tag in enumerate(tags):
+            by_model.setdefault(tag[0], []).append((tag[-1], index))
+        for name, items in by_model.items():
+            items.sort()
+            path = coords[[index for _, index in items]]
+            color = model_color(name, "after")
+            if len(items) > 1:
+                ax.plot(path[:, 0], path[:, 1], color=color, lw=1.5, alpha=0.8)
+                ax.scatter(path[0, 0], path[0, 1], s=90, facecolors="none",
+                           edgecolors=model_color(name, "baseline"), lw=2, zorder=3)
+                ax.scatter(path[1:, 0], path[1:, 1], s=18, color=color, zorder=3)
+                ax.scatter(path[-1, 0], path[-1, 1], s=110, color=color, zorder=4,
+                           label=label(name))
+            else:
+                ax.scatter(path[0, 0], path[0, 1], s=110, color=color, marker="s", zorder=4,
+                           label=label(name))
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{panel['title']}: every step (stress = {panel['stress']:.3f})")
+    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.suptitle(titled("Trajectories in the cross-model MDS space", note), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_claim_test(table, note: str = ""):
+    """The study's claim "converge at the feature stage, diverge at the decision stage":
+    mean between-model RSA per readout, with bootstrap intervals over categories, per step.
+
+    ``table``: rows with ``readout``, ``tau`` (normalised time), ``mean``, ``lo``, ``hi``.
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    colors = {"penult": "#1f77b4", "logits": "#d62728"}
+    for readout, rows in table.groupby("readout", sort=False):
+        rows = rows.sort_values("tau")
+        color = colors.get(readout, None)
+        ax.plot(rows["tau"], rows["mean"], marker="o", color=color, label=readout)
+        ax.fill_between(rows["tau"], rows["lo"], rows["hi"], color=color, alpha=0.2, lw=0)
+    ax.set_xlabel("normalised time (t - 1) / (T - 1)")
+    ax.set_ylabel("mean between-model Spearman ρ")
+    ax.legend()
+    ax.set_title(titled("Do models converge at the feature stage?", note), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- Fig. 4
+
+
+def plot_convrnn_supplement(delta, ks, pct_before, pct_after, pca_baseline, pca_after,
+                            shifts, before_label: str, after_label: str, note: str = "",
+                            name: str = "convrnn"):
+    """The study's Fig. 4: (a) density of the per-exemplar change, (b) k-NN category
+    preservation before/after, (c) prototype shifts in PCA, (d) histogram of per-category shift.
+    """
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    delta = np.asarray(delta, float)
+    lo, hi = delta.min(), delta.max()
+    pad = 0.08 * (hi - lo if hi > lo else 1.0)
+    xs = np.linspace(lo - pad, hi + pad, 400)
+    ys = kde_curve(delta, xs)
+    ax = axes[0]
+    ax.fill_between(xs, ys, color=GREY_FILL, alpha=0.6)
+    ax.plot(xs, ys, color=GREY_LINE)
+    ax.axvline(0, color="black", ls=":", label="No change")
+    ax.axvline(delta.mean(), color="red", ls="--", label=f"Mean = {delta.mean():+.3f}")
+    ax.set_xlabel("Δ exemplar–prototype distance")
+    ax.set_yticks([])
+    ax.legend(fontsize=8)
+    ax.set_title("(a) local change")
+
+    ax = axes[1]
+    ax.plot(ks, pct_after, color=model_color(name, "after"), lw=3, label=after_label)
+    ax.plot(ks, pct_before, color="#888888", ls="--", lw=2, label=before_label)
+    ax.set_xlabel("k")
+    ax.set_ylabel("% Same-Category Neighbors")
+    ax.legend(fontsize=8)
+    ax.set_title("(b) k-NN category preservation")
+
+    ax = axes[2]
+    base = np.asarray(pca_baseline, float)
+    after = np.asarray(pca_after, float)
+    for b, a in zip(base, after):
+        ax.plot([b[0], a[0]], [b[1], a[1]], color=LINK, lw=0.7)
+    ax.scatter(base[:, 0], base[:, 1], s=25, color=BASELINE_PROTO, alpha=0.8, label=before_label)
+    ax.scatter(after[:, 0], after[:, 1], s=25, color=model_color(name, "after"), alpha=0.8,
+               label=after_label)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("PC1 →")
+    ax.set_ylabel("PC2 →")
+    ax.legend(fontsize=8)
+    ax.set_title("(c) prototype shifts")
+
+    ax = axes[3]
+    shifts = np.asarray(shifts, float)
+    ax.hist(shifts, bins=30, color=model_color(name, "after"), alpha=0.7)
+    ax.axvline(shifts.mean(), color="black", ls="--", label=f"mean = {shifts.mean():.3f}")
+    ax.set_xlabel("per-category shift (1 − cos)")
+    ax.set_ylabel("categories")
+    ax.legend(fontsize=8)
+    ax.set_title("(d) prototype shift per category")
+    fig.suptitle(titled(f"{label(name)}: {before_label} → {after_label}", note), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def prototype_pca(baseline_features, baseline_prototypes, after_prototypes):
+    """The study's shared PCA: PCA(2) fitted on the baseline exemplars; both prototype sets are
+    projected into it. Returns ([C, 2], [C, 2])."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2).fit(np.asarray(baseline_features, dtype=np.float32))
+    return (pca.transform(np.asarray(baseline_prototypes, dtype=np.float32)),
+            pca.transform(np.asarray(after_prototypes, dtype=np.float32)))
