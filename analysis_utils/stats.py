@@ -1,0 +1,299 @@
+"""Everything that returns a p-value or an interval.
+
+- :func:`local_lme`: the study's local test, a linear mixed-effects model of the per-exemplar
+  change in exemplar-prototype distance with a random intercept per category (statsmodels,
+  REML).
+- :func:`permutation_between`: the study's global test, a paired permutation test of
+  "Δ Between-Proto (%)". The swap masks are drawn exactly as the study draws them (one
+  ``rng.random(N) < 0.5`` per permutation, in order, from ``numpy.random.default_rng(seed)``),
+  so the null distribution is the study's; it is computed in batches of permutations as matrix
+  products instead of a Python loop.
+- :func:`bootstrap_ci`: percentile bootstrap intervals over categories for any per-category
+  summary.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import AnalysisUtilsError
+from .geometry import (
+    _check_pair,
+    _cosine_rdm,
+    _masked_mean_pct_change,
+    _prototypes,
+    as_labels,
+    upper_triangle,
+)
+
+# --------------------------------------------------------------------------------------------
+# local test: linear mixed-effects model
+# --------------------------------------------------------------------------------------------
+
+
+def _vector(values, name: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    values = np.asarray(values)
+    if values.ndim != 1 or values.dtype.kind not in "fiu":
+        raise AnalysisUtilsError(
+            f"{name} must be a 1-D array of numbers (one per exemplar), got shape "
+            f"{values.shape} and dtype {values.dtype}."
+        )
+    if not np.all(np.isfinite(values)):
+        raise AnalysisUtilsError(f"{name} contains NaN or infinite values.")
+    return values
+
+
+def local_lme(d_before, d_after, labels) -> dict:
+    """The study's local test: ``distance_diff ~ 1`` with a random intercept per category.
+
+    ``distance_diff = d_after - d_before`` per exemplar (for example from
+    :func:`analysis_utils.geometry.exemplar_prototype_distances`), grouped by category
+    (labels as strings, as the study), fitted by REML with statsmodels ``mixedlm``; convergence
+    warnings are suppressed as in the study. Returns ``dict(beta, se, ci_low, ci_high, p,
+    direction)``: the fixed intercept, its standard error, the Wald 95 % interval, the
+    two-tailed z-test p-value, and "compaction" if beta < 0 else "expansion". On a balanced
+    design beta equals the mean difference (the study's Δ Cluster Size).
+    """
+    import statsmodels.formula.api as smf
+
+    before = _vector(d_before, "d_before")
+    after = _vector(d_after, "d_after")
+    groups = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+    groups = np.asarray(groups)
+    if not (before.shape == after.shape == groups.shape):
+        raise AnalysisUtilsError(
+            f"d_before, d_after and labels must have one entry per exemplar, got shapes "
+            f"{before.shape}, {after.shape} and {groups.shape}."
+        )
+    if np.unique(groups).size < 2:
+        raise AnalysisUtilsError("The mixed model needs at least 2 categories.")
+    frame = pd.DataFrame({
+        "distance_diff": after.astype(np.float64) - before.astype(np.float64),
+        "category": groups.astype(str),
+    })
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = smf.mixedlm("distance_diff ~ 1", frame, groups=frame["category"]).fit(reml=True)
+    interval = fit.conf_int().loc["Intercept"]
+    beta = float(fit.fe_params["Intercept"])
+    return {
+        "beta": beta,
+        "se": float(fit.bse_fe["Intercept"]),
+        "ci_low": float(interval.iloc[0]),
+        "ci_high": float(interval.iloc[1]),
+        "p": float(fit.pvalues["Intercept"]),
+        "direction": "compaction" if beta < 0 else "expansion",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# global test: permutation of "Δ Between-Proto (%)"
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PermutationResult:
+    """The global permutation test; fields can also be read like a dict (``result["p_less"]``).
+
+    The study's p-values have no +1 correction (so they can be exactly 0.0); the ``*_plus_one``
+    versions are ``(k + 1) / (n_perm + 1)``.
+    """
+
+    observed: float
+    p_two_tailed: float
+    p_greater: float
+    p_less: float
+    p_two_tailed_plus_one: float
+    p_greater_plus_one: float
+    p_less_plus_one: float
+    null: np.ndarray
+    n_perm: int
+    seed: int
+
+    def __getitem__(self, key: str):
+        if key not in self.__dataclass_fields__:
+            raise AnalysisUtilsError(
+                f"Unknown field {key!r}; expected one of: {', '.join(self.__dataclass_fields__)}."
+            )
+        return getattr(self, key)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def swap_masks(rng: np.random.Generator, n_perm: int, n: int) -> np.ndarray:
+    """The next ``n_perm`` swap masks [n_perm, n], the same draws as ``n_perm`` calls of
+    ``rng.random(n) < 0.5`` in order (numpy fills a 2-D request row by row from one stream)."""
+    return rng.random((n_perm, n)) < 0.5
+
+
+class _ClassBlocks:
+    """Exemplars regrouped as [C, n_max] slots (padded), so class sums become one bmm."""
+
+    def __init__(self, lab, n: int, device):
+        counts = lab.counts.cpu().numpy()
+        index = lab.index.cpu().numpy()
+        self.n_classes, self.width = counts.size, int(counts.max())
+        order = np.argsort(index, kind="stable")
+        rank_in_class = np.empty(n, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rank_in_class[order] = np.arange(n) - np.repeat(starts, counts)
+        #: flat slot (class * width + rank within class) of each exemplar
+        self.slot = torch.from_numpy(index * self.width + rank_in_class).to(device)
+
+    def blocks(self, rows: torch.Tensor) -> torch.Tensor:
+        """[N, ...] -> [C, n_max, ...] with zero padding."""
+        out = rows.new_zeros((self.n_classes * self.width,) + tuple(rows.shape[1:]))
+        out[self.slot] = rows
+        return out.view(self.n_classes, self.width, *rows.shape[1:])
+
+
+def _between_change_pct(proto_before: torch.Tensor, proto_after: torch.Tensor) -> torch.Tensor:
+    """Δ Between-Proto (%) for batches of already centred prototypes [B, C, D] -> [B]."""
+    return _masked_mean_pct_change(upper_triangle(_cosine_rdm(proto_before)),
+                                   upper_triangle(_cosine_rdm(proto_after)))
+
+
+def _p_values(null: np.ndarray, observed: float) -> dict:
+    counts = {
+        "p_two_tailed": int(np.sum(np.abs(null) >= abs(observed))),
+        "p_greater": int(np.sum(null >= observed)),
+        "p_less": int(np.sum(null <= observed)),
+    }
+    n = null.size
+    values = {key: k / n for key, k in counts.items()}
+    values.update({f"{key}_plus_one": (k + 1) / (n + 1) for key, k in counts.items()})
+    return values
+
+
+def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: int = 42,
+                        batch_size: int | None = None, device=None,
+                        dtype: torch.dtype = torch.float64) -> PermutationResult:
+    """The study's global test: is the change in between-prototype distance beyond chance?
+
+    Statistic: "Δ Between-Proto (%)" (mean over prototype pairs of the % change of the cosine
+    distance between centred prototypes). Null: for each permutation, in order, the study's
+    paired per-exemplar swap ``swap = rng.random(N) < 0.5`` from
+    ``numpy.random.default_rng(seed)`` exchanges the two states of the swapped exemplars, and
+    the statistic is recomputed. Instead of cloning and re-averaging the features, a swapped
+    prototype is the original plus the masked class mean of the differences
+    ``(X_after - X_before)``: ``P_before' = P_before + E``, ``P_after' = P_after - E`` with
+    ``E[c] = (1/n_c) sum_{i in c} swap_i (x_after_i - x_before_i)``, computed for
+    ``batch_size`` permutations at once as one batched matrix product, then the batched RDMs.
+
+    The arithmetic runs in ``dtype`` (float64 by default, so the batched algebra adds no
+    rounding of its own; float32 is faster on a GPU) on ``device`` (default: the features'
+    device). ``batch_size`` defaults to about 64 MB of prototypes per batch. The observed value
+    is computed by the same code with no swaps. Returns a :class:`PermutationResult` with the
+    study's p-values (two-tailed ``mean(|null| >= |obs|)``, ``mean(null >= obs)``,
+    ``mean(null <= obs)``; no +1), their ``(k + 1) / (n + 1)`` versions and the null.
+    """
+    if int(n_perm) != n_perm or n_perm < 1:
+        raise AnalysisUtilsError(f"n_perm must be a positive integer, got {n_perm}.")
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise AnalysisUtilsError(
+            f"batch_size must be a positive integer or None, got {batch_size}."
+        )
+    if dtype not in (torch.float32, torch.float64):
+        raise AnalysisUtilsError(f"dtype must be torch.float32 or torch.float64, got {dtype}.")
+    Xb, Xa = _check_pair(X_before, X_after)
+    device = torch.device(device) if device is not None else Xb.device
+    n, dim = Xb.shape
+    lab = as_labels(labels, n, device)
+    Xb, Xa = Xb.to(device=device, dtype=dtype), Xa.to(device=device, dtype=dtype)
+
+    proto_before = _prototypes(Xb, lab)
+    proto_after = _prototypes(Xa, lab)
+    centred_before = proto_before - proto_before.mean(0, keepdim=True)
+    centred_after = proto_after - proto_after.mean(0, keepdim=True)
+    blocks = _ClassBlocks(lab, n, device)
+    # differences already divided by their class size, so a masked class sum is the class mean
+    weighted_diff = blocks.blocks((Xa - Xb) / lab.counts.to(dtype)[lab.index].unsqueeze(1))
+
+    observed = float(_between_change_pct(centred_before[None], centred_after[None])[0])
+    if batch_size is None:
+        batch_size = max(1, (64 * 2**20) // (lab.n_classes * dim * Xb.element_size()))
+    batch_size = int(batch_size)
+
+    rng = np.random.default_rng(seed)
+    null = np.empty(int(n_perm), dtype=np.float64)
+    for start in range(0, int(n_perm), batch_size):
+        count = min(batch_size, int(n_perm) - start)
+        swap = torch.from_numpy(swap_masks(rng, count, n)).to(device=device, dtype=dtype)
+        swap_blocks = blocks.blocks(swap.T)  # [C, n_max, B]
+        shift = torch.bmm(swap_blocks.transpose(1, 2), weighted_diff)  # [C, B, D]
+        shift = shift.transpose(0, 1)  # [B, C, D]
+        shift = shift - shift.mean(1, keepdim=True)
+        null[start:start + count] = _between_change_pct(
+            centred_before + shift, centred_after - shift
+        ).cpu().numpy()
+
+    return PermutationResult(observed=observed, **_p_values(null, observed), null=null,
+                             n_perm=int(n_perm), seed=int(seed))
+
+
+# --------------------------------------------------------------------------------------------
+# bootstrap intervals over categories
+# --------------------------------------------------------------------------------------------
+
+
+def bootstrap_ci(per_category_values, n_boot: int = 10000, seed: int = 42,
+                 statistic: Callable = np.mean, level: float = 0.95, chunk: int = 1000):
+    """Percentile bootstrap interval of ``statistic`` over categories.
+
+    ``per_category_values`` is [K] (one value per category) or [K, ...] (for example [K, T]:
+    one value per category and step, giving one interval per step). Categories are resampled
+    with replacement ``n_boot`` times from ``numpy.random.default_rng(seed)``; ``statistic``
+    is called as ``statistic(samples, axis=1)`` on [n_boot, K, ...] (numpy reductions such as
+    ``np.mean`` or ``np.median`` work). Returns ``(low, high)``: floats for [K] input, arrays
+    otherwise.
+    """
+    if isinstance(per_category_values, torch.Tensor):
+        per_category_values = per_category_values.detach().cpu().numpy()
+    values = np.asarray(per_category_values, dtype=np.float64)
+    if values.ndim < 1 or values.shape[0] < 2:
+        raise AnalysisUtilsError(
+            f"per_category_values must have one row per category (at least 2), got shape "
+            f"{values.shape}."
+        )
+    if not np.all(np.isfinite(values)):
+        raise AnalysisUtilsError(
+            "per_category_values contains NaN or infinite values; drop those categories first."
+        )
+    if not 0 < level < 1:
+        raise AnalysisUtilsError(f"level must lie strictly between 0 and 1, got {level}.")
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise AnalysisUtilsError(f"n_boot must be a positive integer, got {n_boot}.")
+    rng = np.random.default_rng(seed)
+    n_categories = values.shape[0]
+    draws = []
+    for start in range(0, int(n_boot), chunk):
+        count = min(chunk, int(n_boot) - start)
+        samples = values[rng.integers(0, n_categories, size=(count, n_categories))]
+        try:
+            result = np.asarray(statistic(samples, axis=1), dtype=np.float64)
+        except TypeError as error:
+            raise AnalysisUtilsError(
+                "statistic must accept an axis argument, like np.mean or np.median "
+                f"({error})."
+            ) from None
+        if result.shape != (count,) + values.shape[1:]:
+            raise AnalysisUtilsError(
+                f"statistic(samples, axis=1) must reduce the category axis, giving shape "
+                f"{(count,) + values.shape[1:]}, got {result.shape}."
+            )
+        draws.append(result)
+    draws = np.concatenate(draws)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(draws, [tail, 1.0 - tail], axis=0)
+    if values.ndim == 1:
+        return float(low), float(high)
+    return low, high
