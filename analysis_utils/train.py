@@ -1,0 +1,971 @@
+"""Training the mini zoo: the seven catalogue architectures at mini scale on Tiny-ImageNet-100.
+
+The training images of the 100 probe categories (``sorted(wnids)[::2]`` of the official 200)
+are read straight from the ``train-probe100-*.tar.gz`` archives (or from an official
+``tiny-imagenet-200/train`` folder) and decoded once into one uint8 tensor in memory. Class
+index = position of the wnid in the sorted probe list, the mini classifier index used
+everywhere else. Each model is trained with its family's loss timing (from its card):
+
+- ``"both passes"`` (LRM3, LRA3): cross-entropy averaged over the 2 training passes, as the
+  official training did; the study (and this book) analyses 3 passes;
+- ``"all steps"`` (BL): averaged over every step;
+- ``"final step"`` (CORnet-RT, ConvRNN): the last step only;
+- ``"single output"`` (AlexNet, B): the one output.
+
+Augmentation (random crop with reflect padding, horizontal flip) and the card's mini
+preprocessing run as tensor ops on the device batch. AdamW with warmup and a cosine schedule,
+label smoothing, bf16 autocast and channels-last on CUDA; seeded. The number of epochs is fixed
+(``epochs``) or chosen from a time budget per model (``budget_seconds``) after measuring the
+training throughput on a throwaway copy of the model.
+
+Output: ``<out>/<name>.safetensors`` (the state dict of the catalogue model, fp32) and
+``<out>/manifest.json`` (``{"models": {name: {sha256, parameters, config, epochs, ...,
+accuracy: {"top1": [per step], "top5": [per step]}}}}``), merged so models can be trained one
+by one. :func:`analysis_utils.weights.trained_path` reads that manifest.
+
+Python API: :func:`train_model`, :func:`load_training_data`, :func:`load_validation_data`,
+:func:`evaluate`, :func:`training_loss`; command line: :func:`add_arguments` and :func:`main`
+(``python -m analysis_utils train --model NAME``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import math
+import os
+import re
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import AnalysisUtilsError
+from .weights import ZOO_DIR, file_sha256
+
+#: the seven models of the mini zoo, in the book's order
+ZOO_MODELS = ("lrm3", "lra3", "bl", "cornet_rt", "convrnn", "alexnet", "b")
+#: the official training of LRM3/LRA3 put the loss on 2 passes; they are analysed with 3
+TRAINING_PASSES = 2
+IMAGE_SIZE = 64
+NUM_CLASSES = 100
+TRAIN_ARCHIVE_PATTERN = re.compile(r"^train-probe100-(\d+)\.tar\.gz$")
+VAL_ARCHIVE = "val-probe100.tar.gz"
+LOSS_TIMINGS = ("both passes", "all steps", "final step", "single output")
+
+Log = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting that changes the trained weights (stored in the manifest)."""
+
+    epochs: int | None = None  # None: choose from budget_seconds
+    budget_seconds: float | None = None  # training seconds per model when epochs is None
+    max_epochs: int = 100
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.05  # AdamW, decoupled; biases and norm parameters exempt
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_fraction: float = 0.05  # of all iterations, at most one epoch
+    label_smoothing: float = 0.1
+    grad_clip_norm: float = 5.0
+    crop_padding: int = 4  # random 64x64 crop of the reflect-padded image
+    horizontal_flip: bool = True
+    seed: int = 0
+    save_dtype: str = "float32"  # or "float16" if the zoo would exceed its size limit
+    limit_per_class: int | None = None  # smoke tests: at most this many training images
+    max_classes: int | None = None  # smoke tests: only the first k probe categories
+    val_per_class: int | None = None  # smoke tests: at most this many val images per class
+    shards: tuple[int, ...] | None = None  # which train-probe100-k archives (None: all found)
+
+    def check(self) -> TrainConfig:
+        def positive(value, what):
+            if value is not None and not (value > 0):
+                raise AnalysisUtilsError(f"{what} must be positive, got {value!r}.")
+
+        if self.epochs is None and self.budget_seconds is None:
+            raise AnalysisUtilsError(
+                "Give either epochs (a fixed number) or budget_seconds (training time per model, "
+                "epochs chosen from the measured speed)."
+            )
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
+            raise AnalysisUtilsError(f"epochs must be a positive integer, got {self.epochs!r}.")
+        for value, what in [(self.budget_seconds, "budget_seconds"),
+                            (self.max_epochs, "max_epochs"), (self.batch_size, "batch_size"),
+                            (self.lr, "lr"), (self.limit_per_class, "limit_per_class"),
+                            (self.max_classes, "max_classes"),
+                            (self.val_per_class, "val_per_class")]:
+            positive(value, what)
+        if not 0 <= self.label_smoothing < 1:
+            raise AnalysisUtilsError(
+                f"label_smoothing must lie in [0, 1), got {self.label_smoothing!r}.")
+        if self.save_dtype not in ("float32", "float16"):
+            raise AnalysisUtilsError(
+                f"save_dtype must be 'float32' or 'float16', got {self.save_dtype!r}.")
+        if self.crop_padding < 0:
+            raise AnalysisUtilsError(
+                f"crop_padding must be 0 or more pixels, got {self.crop_padding!r}.")
+        return self
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class ImageSet:
+    """Decoded images ``[N, 3, 64, 64]`` uint8, labels ``[N]`` int64, and where they came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    sources: dict[str, str] = field(default_factory=dict)  # file name -> sha256 ("" for folders)
+    wnids: tuple[str, ...] = ()  # the 100 probe wnids; label i is wnids[i]
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+
+def default_data_dir() -> Path:
+    """``$ANALYSIS_UTILS_SHARED/data/tiny-imagenet-200``, else ``../shared/...`` of the repo."""
+    shared = os.environ.get("ANALYSIS_UTILS_SHARED")
+    base = Path(shared) if shared else Path(__file__).resolve().parents[2] / "shared"
+    return base / "data" / "tiny-imagenet-200"
+
+
+def probe_wnids(all_wnids: Sequence[str]) -> tuple[str, ...]:
+    """The 100 probe categories: every other id of the official 200 in sorted order."""
+    unique = sorted(set(w.strip() for w in all_wnids if w.strip()))
+    if len(unique) != 200:
+        raise AnalysisUtilsError(
+            f"wnids.txt lists {len(unique)} distinct class ids, not the official 200 of "
+            "Tiny-ImageNet; use the wnids.txt of the official archive."
+        )
+    return tuple(unique[::2])
+
+
+def _official_folder(data_dir: Path) -> Path | None:
+    """The ``tiny-imagenet-200`` folder inside (or at) ``data_dir``, if it has a train folder."""
+    for candidate in (data_dir, data_dir / "tiny-imagenet-200"):
+        if (candidate / "train").is_dir() and (candidate / "wnids.txt").is_file():
+            return candidate
+    return None
+
+
+def _train_archives(data_dir: Path, shards: Sequence[int] | None) -> list[Path]:
+    found = {int(m.group(1)): data_dir / name for name in sorted(os.listdir(data_dir))
+             if (m := TRAIN_ARCHIVE_PATTERN.match(name))}
+    if shards is None:
+        return [found[k] for k in sorted(found)]
+    missing = [k for k in shards if k not in found]
+    if missing:
+        raise AnalysisUtilsError(
+            f"{data_dir} has no train-probe100-{missing[0]}.tar.gz (it has shards "
+            f"{sorted(found) or 'none'}); pick shards that are there or add the archive."
+        )
+    return [found[k] for k in sorted(set(shards))]
+
+
+def _check_data_dir(data_dir: str | os.PathLike) -> Path:
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise AnalysisUtilsError(
+            f"The data folder {path} does not exist; pass --archives DIR with the "
+            "train-probe100-*.tar.gz and val-probe100.tar.gz archives (or an official "
+            "tiny-imagenet-200 folder)."
+        )
+    return path
+
+
+def _natural_key(name: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def _decode(blobs: Sequence[bytes], names: Sequence[str]) -> torch.Tensor:
+    """Decode JPEG bytes into one uint8 tensor ``[N, 3, 64, 64]`` (threads; PIL frees the GIL)."""
+    from PIL import Image
+
+    out = np.empty((len(blobs), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+
+    def one(index: int) -> None:
+        try:
+            with Image.open(io.BytesIO(blobs[index])) as image:
+                array = np.asarray(image.convert("RGB"))
+        except Exception as exc:  # PIL raises several types for a broken file
+            raise AnalysisUtilsError(
+                f"Could not decode the image {names[index]} ({exc}); the archive may be "
+                "damaged: check its sha256 against SHA256SUMS."
+            ) from exc
+        if array.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+            raise AnalysisUtilsError(
+                f"The image {names[index]} is {array.shape[1]}x{array.shape[0]}, not the "
+                f"{IMAGE_SIZE}x{IMAGE_SIZE} of Tiny-ImageNet; use the official images."
+            )
+        out[index] = array
+
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, range(len(blobs))))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _read_tar(path: Path, keep: Callable[[str], bool]) -> dict[str, bytes]:
+    """``{member name: bytes}`` of the regular files of a tar archive for which ``keep`` holds."""
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            return {member.name: archive.extractfile(member).read() for member in archive
+                    if member.isfile() and keep(member.name)}
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise AnalysisUtilsError(
+            f"Could not read the archive {path} ({exc}); check it against SHA256SUMS or "
+            "download it again."
+        ) from exc
+
+
+def _train_member(name: str) -> tuple[str, str] | None:
+    """``(wnid, file name)`` for ``.../train/<wnid>/images/<file>.JPEG``, else None."""
+    parts = PurePosixPath(name).parts
+    if len(parts) >= 4 and parts[-4] == "train" and parts[-2] == "images" \
+            and parts[-1].lower().endswith((".jpeg", ".jpg")):
+        return parts[-3], parts[-1]
+    return None
+
+
+def _select(items: list[tuple[int, str, object]], limit_per_class: int | None,
+            max_classes: int | None) -> list[tuple[int, str, object]]:
+    """Sort ``(label, name, payload)`` by label and natural name; apply the subset limits."""
+    items = sorted(items, key=lambda item: (item[0], _natural_key(item[1])))
+    if max_classes is not None:
+        items = [item for item in items if item[0] < max_classes]
+    if limit_per_class is not None:
+        counts: dict[int, int] = {}
+        kept = []
+        for item in items:
+            if counts.get(item[0], 0) < limit_per_class:
+                counts[item[0]] = counts.get(item[0], 0) + 1
+                kept.append(item)
+        items = kept
+    return items
+
+
+def _wnids_from_val_archive(path: Path) -> tuple[str, ...]:
+    members = _read_tar(path, lambda name: PurePosixPath(name).name == "wnids.txt")
+    if not members:
+        raise AnalysisUtilsError(
+            f"{path} holds no wnids.txt; use the val-probe100.tar.gz of the project's data "
+            "folder (it carries the official class list)."
+        )
+    return probe_wnids(next(iter(members.values())).decode().split())
+
+
+def _wnids_for(data_dir: Path) -> tuple[str, ...]:
+    folder = _official_folder(data_dir)
+    if folder is not None:
+        return probe_wnids((folder / "wnids.txt").read_text().split())
+    if (data_dir / "wnids.txt").is_file():
+        return probe_wnids((data_dir / "wnids.txt").read_text().split())
+    val = data_dir / VAL_ARCHIVE
+    if val.is_file():
+        return _wnids_from_val_archive(val)
+    raise AnalysisUtilsError(
+        f"{data_dir} has neither wnids.txt nor {VAL_ARCHIVE}; the official class list is "
+        "needed to number the categories: add one of them."
+    )
+
+
+def _check_complete(items, wnids: Sequence[str], max_classes: int | None, what: str) -> None:
+    """Every probe category (or the first ``max_classes``) must have images."""
+    wanted = len(wnids) if max_classes is None else min(max_classes, len(wnids))
+    present = {label for label, _, _ in items}
+    missing = [wnids[k] for k in range(wanted) if k not in present]
+    if missing:
+        raise AnalysisUtilsError(
+            f"{what} lack {len(missing)} of the {wanted} probe categories (first: {missing[0]}); "
+            "use complete archives or folders, or --max-classes for a smoke test."
+        )
+
+
+def load_training_data(data_dir: str | os.PathLike | None = None, *,
+                       shards: Sequence[int] | None = None,
+                       limit_per_class: int | None = None,
+                       max_classes: int | None = None) -> ImageSet:
+    """The training images of the probe categories, decoded once into memory.
+
+    ``data_dir`` holds ``train-probe100-<k>.tar.gz`` (``shards`` picks some k; default all)
+    or is (or contains) an official ``tiny-imagenet-200`` folder with ``train/<wnid>/images``.
+    ``limit_per_class`` and ``max_classes`` take a small, deterministic subset (smoke tests).
+    """
+    data_dir = _check_data_dir(data_dir if data_dir is not None else default_data_dir())
+    wnids = _wnids_for(data_dir)
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    archives = _train_archives(data_dir, shards)
+    items: list[tuple[int, str, object]] = []
+    sources: dict[str, str] = {}
+    if archives:
+        for archive in archives:
+            members = _read_tar(archive, lambda name: _train_member(name) is not None)
+            for member, blob in members.items():
+                wnid, _ = _train_member(member)
+                if wnid not in index:
+                    raise AnalysisUtilsError(
+                        f"{archive.name} holds images of {wnid!r}, which is not one of the 100 "
+                        "probe categories (sorted(wnids)[::2]); use the project's archives."
+                    )
+                items.append((index[wnid], member, blob))
+            sources[archive.name] = file_sha256(archive)
+    else:
+        folder = _official_folder(data_dir)
+        if folder is None:
+            raise AnalysisUtilsError(
+                f"{data_dir} holds no train-probe100-*.tar.gz archives and no "
+                "tiny-imagenet-200/train folder; pass --archives DIR pointing to one of them."
+            )
+        for wnid in wnids[:max_classes]:
+            images = folder / "train" / wnid / "images"
+            if not images.is_dir():
+                continue  # reported below with every other missing category
+            for path in images.iterdir():
+                if path.suffix.lower() in (".jpeg", ".jpg"):
+                    items.append((index[wnid], f"{wnid}/{path.name}", path))
+        sources[str(folder / "train")] = ""
+    items = _select(items, limit_per_class, max_classes)
+    _check_complete(items, wnids, max_classes, f"the training images in {data_dir}")
+    blobs = [p.read_bytes() if isinstance(p, Path) else p for _, _, p in items]
+    images = _decode(blobs, [name for _, name, _ in items])
+    labels = torch.tensor([label for label, _, _ in items], dtype=torch.int64)
+    return ImageSet(images, labels, sources, wnids)
+
+
+def load_validation_data(data_dir: str | os.PathLike | None = None, *,
+                         per_class: int | None = None,
+                         max_classes: int | None = None) -> ImageSet:
+    """The tiny probe: val images of the 100 probe categories (50 each), decoded into memory.
+
+    Reads ``val-probe100.tar.gz`` in ``data_dir`` or an official ``tiny-imagenet-200/val``
+    folder (with ``val_annotations.txt``) in or at ``data_dir``. ``per_class`` keeps the first
+    images of each class in file-number order (a fixed subset).
+    """
+    data_dir = _check_data_dir(data_dir if data_dir is not None else default_data_dir())
+    archive = data_dir / VAL_ARCHIVE
+    folder = next((c for c in (data_dir, data_dir / "tiny-imagenet-200")
+                   if (c / "val" / "val_annotations.txt").is_file()), None)
+    if archive.is_file():
+        members = _read_tar(archive, lambda name: "/val/" in f"/{name}")
+        wnids = _wnids_from_val_archive(archive)
+        annotations = next((blob for name, blob in members.items()
+                            if name.endswith("val_annotations.txt")), None)
+        if annotations is None:
+            raise AnalysisUtilsError(f"{archive} holds no val/val_annotations.txt; use the "
+                                     "project's val-probe100.tar.gz.")
+        blobs_by_file = {PurePosixPath(name).name: blob for name, blob in members.items()
+                         if "/images/" in name}
+        annotation_text = annotations.decode()
+        sources = {archive.name: file_sha256(archive)}
+    elif folder is not None:
+        wnids = probe_wnids((folder / "wnids.txt").read_text().split())
+        annotation_text = (folder / "val" / "val_annotations.txt").read_text()
+        blobs_by_file = None
+        sources = {str(folder / "val"): ""}
+    else:
+        raise AnalysisUtilsError(
+            f"{data_dir} holds neither {VAL_ARCHIVE} nor a tiny-imagenet-200/val folder with "
+            "val_annotations.txt; pass --archives DIR pointing to the data folder."
+        )
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    items = []
+    for line in annotation_text.splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 2 and fields[1] in index:
+            items.append((index[fields[1]], fields[0], fields[0]))
+    items = _select(items, per_class, max_classes)
+    _check_complete(items, wnids, max_classes, f"the val images in {data_dir}")
+    blobs = []
+    for _, name, _ in items:
+        if blobs_by_file is not None:
+            if name not in blobs_by_file:
+                raise AnalysisUtilsError(f"{archive} lists {name} in val_annotations.txt but "
+                                         "lacks the image; the archive is incomplete.")
+            blobs.append(blobs_by_file[name])
+        else:
+            blobs.append((folder / "val" / "images" / name).read_bytes())
+    images = _decode(blobs, [name for _, name, _ in items])
+    labels = torch.tensor([label for label, _, _ in items], dtype=torch.int64)
+    return ImageSet(images, labels, sources, wnids)
+
+
+# ----------------------------------------------------------------------------- tensor ops
+
+
+def normalizer(preprocessing) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The card's mini preprocessing as a tensor op on uint8 or [0, 1] float batches.
+
+    Tiny-ImageNet images are already 64x64, so the PIL transform reduces to scaling (and the
+    ImageNet mean/std, or the [-1, 1] map of B and BL); this applies the same to a batch.
+    """
+    if preprocessing.size != IMAGE_SIZE or preprocessing.resize not in (None, IMAGE_SIZE):
+        raise AnalysisUtilsError(
+            f"The mini preprocessing must take {IMAGE_SIZE}x{IMAGE_SIZE} images without resizing, "
+            f"got size {preprocessing.size} and resize {preprocessing.resize}; fix the card."
+        )
+    if preprocessing.recipe == "imagenet":
+        mean = torch.tensor(preprocessing.mean).view(1, 3, 1, 1)
+        std = torch.tensor(preprocessing.std).view(1, 3, 1, 1)
+
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+            return (x - mean.to(x.device)) / std.to(x.device)
+
+        return apply
+    if preprocessing.recipe == "square_minus1to1":
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+            return x * 2.0 - 1.0
+
+        return apply
+    raise AnalysisUtilsError(f"Unknown preprocessing recipe {preprocessing.recipe!r} on the card.")
+
+
+def augment(batch: torch.Tensor, padding: int, flip: bool,
+            generator: torch.Generator) -> torch.Tensor:
+    """Random 64x64 crop of the reflect-padded batch and a random horizontal flip, in [0, 1]."""
+    x = batch.float() / 255.0
+    n, _, height, width = x.shape
+    device = x.device
+    if padding > 0:
+        x = F.pad(x, (padding, padding, padding, padding), mode="reflect")
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
+        rows = (dy[:, None] + torch.arange(height, device=device))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(width, device=device))[:, None, None, :]
+        x = x[torch.arange(n, device=device)[:, None, None, None],
+              torch.arange(3, device=device)[None, :, None, None], rows, cols]
+    if flip:
+        mirror = torch.rand(n, generator=generator, device=device) < 0.5
+        x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def training_steps(card) -> int:
+    """How many steps (passes) a model is unrolled for in training."""
+    timing = card.loss_timing
+    if timing == "both passes":
+        return TRAINING_PASSES
+    if timing in LOSS_TIMINGS:
+        return card.default_steps
+    raise AnalysisUtilsError(
+        f"The card of {card.name!r} has the loss timing {timing!r}; expected one of "
+        f"{', '.join(repr(t) for t in LOSS_TIMINGS)}."
+    )
+
+
+def loss_step_indices(loss_timing: str, n_steps: int) -> list[int]:
+    """0-based steps whose logits enter the loss, for a model unrolled ``n_steps`` steps."""
+    if loss_timing in ("both passes", "all steps"):
+        return list(range(n_steps))
+    if loss_timing == "final step":
+        return [n_steps - 1]
+    if loss_timing == "single output":
+        if n_steps != 1:
+            raise AnalysisUtilsError(
+                f"A 'single output' model must have 1 step, this one has {n_steps}; fix its card."
+            )
+        return [0]
+    raise AnalysisUtilsError(
+        f"Unknown loss timing {loss_timing!r}; expected one of "
+        f"{', '.join(repr(t) for t in LOSS_TIMINGS)}."
+    )
+
+
+def training_loss(logits: torch.Tensor, labels: torch.Tensor, loss_timing: str,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over the steps the loss timing names; ``logits`` is [T, N, C]."""
+    steps = loss_step_indices(loss_timing, logits.shape[0])
+    per_step = [F.cross_entropy(logits[t].float(), labels, label_smoothing=label_smoothing)
+                for t in steps]
+    return torch.stack(per_step).mean()
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: ImageSet, preprocessing, *, batch_size: int = 500,
+             device: str | torch.device = "cpu") -> dict[str, list[float]]:
+    """Top-1 and top-5 accuracy at every step, ``{"top1": [...], "top5": [...]}`` in [0, 1]."""
+    device = torch.device(device)
+    normalise = normalizer(preprocessing)
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = None
+    for start in range(0, len(data), batch_size):
+        x = normalise(data.images[start:start + batch_size].to(device))
+        y = data.labels[start:start + batch_size].to(device)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            logits = model.readouts(x, ("logits",))["logits"]
+        top5 = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices  # [T, N, 5]
+        hit1 = (top5[..., 0] == y).sum(dim=1)
+        hit5 = (top5 == y[None, :, None]).any(dim=-1).sum(dim=1)
+        correct1 = hit1 if correct1 is None else correct1 + hit1
+        correct5 = hit5 if correct5 is None else correct5 + hit5
+    model.train(was_training)
+    n = len(data)
+    return {"top1": [round(c / n, 6) for c in correct1.tolist()],
+            "top5": [round(c / n, 6) for c in correct5.tolist()]}
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def _schedule(optimizer, total_steps: int, steps_per_epoch: int, config: TrainConfig):
+    warmup = max(1, min(steps_per_epoch, round(config.warmup_fraction * total_steps)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), warmup
+
+
+class _Trainer:
+    """One model's training loop on a device-resident uint8 training set."""
+
+    def __init__(self, model, card, images, labels, config: TrainConfig, device: torch.device):
+        self.model, self.card, self.config, self.device = model, card, config, device
+        self.images, self.labels = images, labels
+        self.normalise = normalizer(card.preprocessing["mini"])
+        self.batch_size = min(config.batch_size, len(labels))
+        self.steps_per_epoch = len(labels) // self.batch_size
+
+    def step(self, index, generator, optimizer, scheduler=None):
+        config = self.config
+        x = augment(self.images[index], config.crop_padding, config.horizontal_flip, generator)
+        x = self.normalise(x)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = self.labels[index]
+        with _autocast(self.device):
+            logits = self.model.readouts(x, ("logits",))["logits"]
+        loss = training_loss(logits, y, self.card.loss_timing, config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip_norm)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        correct = (logits[-1].detach().argmax(dim=-1) == y).sum()
+        return loss.detach(), correct
+
+    def measure_images_per_second(self, warmup: int = 3, timed: int = 8) -> float:
+        """Training speed on a throwaway copy of the model (the real one is left untouched)."""
+        probe = _Trainer(copy.deepcopy(self.model), self.card, self.images, self.labels,
+                         self.config, self.device)
+        optimizer = _optimizer(probe.model, self.config)
+        generator = torch.Generator(device=self.device).manual_seed(12345)
+        n = len(self.labels)
+        for i in range(warmup + timed):
+            if i == warmup:
+                _synchronize(self.device)
+                start = time.perf_counter()
+            index = torch.randint(0, n, (self.batch_size,), generator=generator,
+                                  device=self.device)
+            probe.step(index, generator, optimizer)
+        _synchronize(self.device)
+        return timed * self.batch_size / (time.perf_counter() - start)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AnalysisUtilsError("device 'cuda' was asked for but no CUDA GPU is visible; "
+                                 "pass --device cpu or run on a GPU machine.")
+    return device
+
+
+def train_model(name: str, *, archives: str | os.PathLike | None = None,
+                out_dir: str | os.PathLike = ZOO_DIR / "mini",
+                epochs: int | None = None, budget_seconds: float | None = None,
+                device: str | torch.device | None = None,
+                train_data: ImageSet | None = None, val_data: ImageSet | None = None,
+                log: Log = print, **settings) -> dict:
+    """Train the mini model ``name``, write ``<out_dir>/<name>.safetensors``, merge the manifest.
+
+    ``archives`` is the data folder (see :func:`load_training_data`); ``train_data`` and
+    ``val_data`` reuse already decoded images. ``settings`` are further :class:`TrainConfig`
+    fields (``lr``, ``batch_size``, ``seed``, ``limit_per_class`` ...). Returns the manifest
+    entry of the model.
+    """
+    from . import catalogue
+    from .models.base import load_state_dict_strict
+
+    card = catalogue.card(name)  # unknown name -> one clear sentence
+    unknown = sorted(set(settings) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        raise AnalysisUtilsError(
+            f"Unknown training setting {unknown[0]!r}; expected one of: "
+            f"{', '.join(TrainConfig.__dataclass_fields__)}.")
+    config = TrainConfig(epochs=epochs, budget_seconds=budget_seconds, **settings).check()
+    device = _resolve_device(device)
+    out_dir = Path(out_dir)
+    preprocessing = card.preprocessing["mini"]
+    normalizer(preprocessing)  # check the card before any work
+    train_steps = training_steps(card)
+    loss_steps = loss_step_indices(card.loss_timing, train_steps)
+    if train_steps != card.default_steps:
+        _check_same_parameters(name, train_steps, card.default_steps)
+
+    if train_data is None:
+        train_data = load_training_data(archives, shards=config.shards,
+                                        limit_per_class=config.limit_per_class,
+                                        max_classes=config.max_classes)
+    if val_data is None:
+        val_data = load_validation_data(archives, per_class=config.val_per_class,
+                                        max_classes=config.max_classes)
+
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    model = catalogue.build(name, scale="mini", steps=train_steps, seed=config.seed).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    trainer = _Trainer(model, card, train_data.images.to(device), train_data.labels.to(device),
+                       config, device)
+
+    if config.epochs is not None:
+        n_epochs, epochs_rule = config.epochs, "fixed"
+    else:
+        speed = trainer.measure_images_per_second()
+        epoch_seconds = len(train_data) / speed
+        n_epochs = max(1, min(config.max_epochs, int(config.budget_seconds // epoch_seconds)))
+        epochs_rule = (f"budget {config.budget_seconds:g} s at a measured {speed:,.0f} images/s "
+                       f"({epoch_seconds:.1f} s per epoch), at most {config.max_epochs}")
+        log(f"{name}: {speed:,.0f} images/s measured; {n_epochs} epochs fit the budget of "
+            f"{config.budget_seconds:g} s")
+
+    optimizer = _optimizer(model, config)
+    total_steps = n_epochs * trainer.steps_per_epoch
+    scheduler, warmup_steps = _schedule(optimizer, total_steps, trainer.steps_per_epoch, config)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    history = []
+    n_train = trainer.steps_per_epoch * trainer.batch_size
+    for epoch in range(1, n_epochs + 1):
+        _synchronize(device)
+        epoch_start = time.perf_counter()
+        order = torch.randperm(len(train_data), generator=generator, device=device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for i in range(trainer.steps_per_epoch):
+            index = order[i * trainer.batch_size:(i + 1) * trainer.batch_size]
+            loss, hits = trainer.step(index, generator, optimizer, scheduler)
+            loss_sum += loss
+            correct += hits
+        _synchronize(device)
+        seconds = time.perf_counter() - epoch_start
+        mean_loss = loss_sum.item() / trainer.steps_per_epoch
+        if not math.isfinite(mean_loss):
+            raise AnalysisUtilsError(
+                f"Training {name} diverged (loss {mean_loss}) in epoch {epoch}; lower the "
+                "learning rate (--lr) and train again.")
+        row = {"epoch": epoch, "loss": round(mean_loss, 5),
+               "train_top1": round(correct.item() / n_train, 5),
+               "images_per_second": round(n_train / seconds, 1)}
+        history.append(row)
+        log(f"{name} epoch {epoch}/{n_epochs}: loss {mean_loss:.4f}, train top-1 "
+            f"{row['train_top1']:.1%} (step {train_steps}), {row['images_per_second']:,.0f} "
+            f"images/s, lr {scheduler.get_last_lr()[0]:.2e}, {seconds:.1f} s")
+
+    # the analysed model: the card's number of steps, the trained weights loaded strictly
+    analysed = catalogue.build(name, scale="mini", seed=config.seed)
+    state = {key: value.detach().float().cpu() if value.is_floating_point()
+             else value.detach().cpu() for key, value in model.state_dict().items()}
+    load_state_dict_strict(analysed, state, f"the trained {name}")
+    accuracy = evaluate(analysed.to(device), val_data, preprocessing, device=device)
+    wall_seconds = time.perf_counter() - started
+    path = _save(analysed, out_dir / f"{name}.safetensors", config.save_dtype)
+    entry = {
+        "sha256": file_sha256(path),
+        "parameters": sum(p.numel() for p in analysed.parameters()),
+        "bytes": path.stat().st_size,
+        "config": {
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+            "epochs_rule": epochs_rule,
+            "optimizer": "AdamW (no weight decay on biases and norm parameters)",
+            "schedule": f"linear warmup {warmup_steps} iterations, then cosine to 0, per "
+                        f"iteration, {total_steps} iterations",
+            "augmentation": f"random {IMAGE_SIZE}x{IMAGE_SIZE} crop of the image reflect-padded "
+                            f"by {config.crop_padding} px; horizontal flip p=0.5"
+                            if config.horizontal_flip else "random crop only",
+            "preprocessing": preprocessing.spec,
+            "loss_timing": card.loss_timing,
+            "training_steps": train_steps,
+            "loss_steps": [t + 1 for t in loss_steps],
+            "analysed_steps": analysed.n_steps,
+            "training_note": _training_note(card, train_steps, analysed.n_steps),
+            "train_images": len(train_data),
+            "val_images": len(val_data),
+            "autocast": "bfloat16" if device.type == "cuda" else "none (float32)",
+            "channels_last": device.type == "cuda",
+            "torch": torch.__version__,
+            "code_version": card.code_version,
+        },
+        "epochs": n_epochs,
+        "wall_seconds": round(wall_seconds, 2),
+        "device": _device_name(device),
+        "archives": {**train_data.sources, **val_data.sources},
+        "history": history,
+        "accuracy": accuracy,
+    }
+    _merge_manifest(out_dir, name, entry)
+    steps = ", ".join(f"{card.step_label(t + 1)} {a:.1%}" for t, a in enumerate(accuracy["top1"]))
+    log(f"{name}: top-1 on {len(val_data)} val images: {steps}; "
+        f"{wall_seconds:.1f} s; wrote {path} ({entry['bytes'] / 1e6:.2f} MB)")
+    return entry
+
+
+def _check_same_parameters(name: str, train_steps: int, analysed_steps: int) -> None:
+    """A model trained unrolled for fewer steps must have the same parameters at both."""
+    from . import catalogue
+
+    def shapes(steps):
+        model = catalogue.build(name, scale="mini", steps=steps)
+        return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+    if shapes(train_steps) != shapes(analysed_steps):
+        raise AnalysisUtilsError(
+            f"{name}'s parameters differ between {train_steps} and {analysed_steps} steps, so it "
+            f"cannot be trained unrolled for {train_steps} and analysed with {analysed_steps}; "
+            "share its parameters across steps or change its card's loss timing."
+        )
+
+
+def _training_note(card, train_steps: int, analysed_steps: int) -> str:
+    if card.loss_timing == "both passes":
+        return (f"cross-entropy averaged over the {train_steps} training passes, as the official "
+                f"training; analysed with {analysed_steps} passes")
+    if card.loss_timing == "all steps":
+        return f"cross-entropy averaged over all {train_steps} steps"
+    if card.loss_timing == "final step":
+        return f"cross-entropy on the final step ({card.step_label(train_steps)}) only"
+    return "cross-entropy on the single output"
+
+
+def _save(model: torch.nn.Module, path: Path, save_dtype: str) -> Path:
+    from safetensors.torch import save_file
+
+    dtype = torch.float16 if save_dtype == "float16" else torch.float32
+    state = {key: (value.detach().to("cpu", dtype) if value.is_floating_point()
+                   else value.detach().cpu()).contiguous().clone()
+             for key, value in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict:
+    """The manifest in ``out_dir`` (``{"models": {}}`` when there is none yet)."""
+    path = Path(out_dir) / "manifest.json"
+    if not path.exists():
+        return {"models": {}}
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AnalysisUtilsError(f"{path} is not valid JSON ({exc}); restore it from the "
+                                 "repository (git checkout) or delete it to start anew.") from exc
+    manifest.setdefault("models", {})
+    return manifest
+
+
+def _merge_manifest(out_dir: Path, name: str, entry: dict) -> None:
+    manifest = read_manifest(out_dir)
+    manifest["scale"] = "mini"
+    manifest["models"][name] = entry
+    manifest["models"] = dict(sorted(manifest["models"].items()))
+    handle, tmp = tempfile.mkstemp(prefix="manifest.", suffix=".part", dir=out_dir)
+    with os.fdopen(handle, "w") as out:
+        json.dump(manifest, out, indent=1)
+        out.write("\n")
+    os.replace(tmp, out_dir / "manifest.json")
+
+
+def train_models(names: Sequence[str], *, archives=None, out_dir=ZOO_DIR / "mini",
+                 skip_existing: bool = False, log: Log = print, **kwargs) -> dict[str, dict]:
+    """Train several models on data decoded once; returns ``{name: manifest entry}``."""
+    from . import catalogue
+
+    for name in names:
+        catalogue.card(name)  # every name is checked before any work
+    config = TrainConfig(epochs=kwargs.get("epochs"), budget_seconds=kwargs.get("budget_seconds"),
+                         **{k: v for k, v in kwargs.items()
+                            if k in TrainConfig.__dataclass_fields__
+                            and k not in ("epochs", "budget_seconds")}).check()
+    done = read_manifest(out_dir)["models"] if skip_existing else {}
+    todo = [n for n in names if not (n in done and (Path(out_dir) / f"{n}.safetensors").exists())]
+    for name in names:
+        if name not in todo:
+            log(f"{name}: already in {out_dir}/manifest.json, skipped (--skip-existing)")
+    if not todo:
+        return {}
+    start = time.perf_counter()
+    train_data = load_training_data(archives, shards=config.shards,
+                                    limit_per_class=config.limit_per_class,
+                                    max_classes=config.max_classes)
+    val_data = load_validation_data(archives, per_class=config.val_per_class,
+                                    max_classes=config.max_classes)
+    log(f"decoded {len(train_data)} training images from {', '.join(train_data.sources)} and "
+        f"{len(val_data)} val images in {time.perf_counter() - start:.1f} s")
+    results = {}
+    for name in todo:
+        results[name] = train_model(name, archives=archives, out_dir=out_dir,
+                                    train_data=train_data, val_data=val_data, log=log, **kwargs)
+    total = sum(e["bytes"] for e in read_manifest(out_dir)["models"].values())
+    log(f"all models in {out_dir}: {total / 1e6:.2f} MB in total; this run took "
+        f"{time.perf_counter() - start:.0f} s")
+    return results
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``train`` subcommand's options to ``parser``."""
+    parser.add_argument("--model", required=True,
+                        help="a catalogue name, or 'all' for the seven zoo models")
+    parser.add_argument("--archives", default=None,
+                        help="folder with train-probe100-*.tar.gz and val-probe100.tar.gz, or an "
+                             "official tiny-imagenet-200 folder (default: "
+                             "$ANALYSIS_UTILS_SHARED/data/tiny-imagenet-200 or "
+                             "../shared/data/tiny-imagenet-200)")
+    parser.add_argument("--out", default=str(ZOO_DIR / "mini"),
+                        help="output folder for <name>.safetensors and manifest.json "
+                             "(default: the package's zoo/mini)")
+    parser.add_argument("--epochs", type=int, default=None, help="a fixed number of epochs")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="training seconds per model; epochs chosen from the measured speed "
+                             "(used when --epochs is not given)")
+    parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--device", default="auto", help="'cuda', 'cpu' or 'auto' (default)")
+    parser.add_argument("--shards", default=None,
+                        help="comma-separated train archive numbers to use, e.g. 0,1,2 "
+                             "(default: every train-probe100-*.tar.gz found)")
+    parser.add_argument("--limit-per-class", type=int, default=None,
+                        help="smoke tests: at most this many training images per category")
+    parser.add_argument("--max-classes", type=int, default=None,
+                        help="smoke tests: only the first k probe categories")
+    parser.add_argument("--val-per-class", type=int, default=None,
+                        help="smoke tests: at most this many val images per category")
+    parser.add_argument("--save-dtype", default="float32", choices=("float32", "float16"))
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="skip models already in the output manifest (to resume a run)")
+    parser.add_argument("--log", default=None,
+                        help="also append the log lines to this file (default: <out>/train.log)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the ``train`` subcommand; returns the exit status."""
+    from . import catalogue
+
+    if args.model == "all":
+        missing = [n for n in ZOO_MODELS if n not in catalogue.names()]
+        if missing:
+            raise AnalysisUtilsError(
+                f"'all' needs the seven zoo models, but {', '.join(missing)} are not in the "
+                "catalogue yet; train the registered ones by name.")
+        names = list(ZOO_MODELS)
+    else:
+        names = [n.strip() for n in args.model.split(",") if n.strip()]
+    shards = None
+    if args.shards:
+        try:
+            shards = tuple(int(k) for k in args.shards.split(","))
+        except ValueError as exc:
+            raise AnalysisUtilsError(f"--shards must be comma-separated integers such as 0,1,2, "
+                                     f"got {args.shards!r}.") from exc
+    out_dir = Path(args.out)
+    log_path = Path(args.log) if args.log else out_dir / "train.log"
+
+    def log(line: str) -> None:
+        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}"
+        print(stamped, flush=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as handle:
+            handle.write(stamped + "\n")
+
+    if args.epochs is None and args.budget is None:
+        raise AnalysisUtilsError("Give --epochs N (fixed) or --budget SECONDS (per model).")
+    log(f"train {' '.join(sys.argv[1:])}".strip())
+    train_models(names, archives=args.archives, out_dir=out_dir,
+                 skip_existing=args.skip_existing, log=log, epochs=args.epochs,
+                 budget_seconds=args.budget, device=args.device,
+                 max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
+                 weight_decay=args.weight_decay, seed=args.seed, shards=shards,
+                 limit_per_class=args.limit_per_class, max_classes=args.max_classes,
+                 val_per_class=args.val_per_class, save_dtype=args.save_dtype)
+    return 0
+
+
+if __name__ == "__main__":  # python -m analysis_utils.train (the package CLI is the usual way)
+    _parser = add_arguments(argparse.ArgumentParser(prog="analysis_utils.train",
+                                                    description=__doc__.splitlines()[0]))
+    try:
+        sys.exit(main(_parser.parse_args()))
+    except AnalysisUtilsError as _error:
+        sys.exit(f"error: {_error}")
