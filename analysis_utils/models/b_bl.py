@@ -411,7 +411,7 @@ register(
         display_name="B",
         family="B/BL",
         recurrence="none",
-        mechanism="feedforward",
+        mechanism="none (feedforward)",
         loss_timing="single output",
         counterpart=None,
         step_unit="t",
