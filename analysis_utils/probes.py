@@ -253,6 +253,13 @@ def _load_tiny(root: Path, k: int) -> Probe:
         selected.extend((wnid, name) for name in names[:k])
 
     paths = [root / "val" / "images" / name for _, name in selected]
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        raise AnalysisUtilsError(
+            f"{len(missing)} of the {len(paths)} probe images listed in val_annotations.txt are "
+            f"missing from {root / 'val' / 'images'} (first: {missing[0]}); unpack the complete "
+            "official archive again."
+        )
     images, hashes = _decode_all(paths)
     index = {wnid: c for c, wnid in enumerate(categories)}
     full_index, full_note = _tiny_full_index(categories)
