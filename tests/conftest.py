@@ -40,7 +40,7 @@ def write_tiny_layout(container: Path, n_wnids: int = 8, images_per_wnid: int = 
                                             for i, w in enumerate(wnids)))
     lines = []
     number = 0
-    for j in range(images_per_wnid):
+    for _ in range(images_per_wnid):
         for c, wnid in enumerate(wnids):
             name = f"val_{number}.JPEG"
             _image(rng, (size, size), base=20 * c).save(root / "val" / "images" / name,
