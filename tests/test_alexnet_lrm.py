@@ -114,9 +114,28 @@ def readouts(model, x, names=None):
         return model.readouts(x, names)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small CPU work runs far faster on one thread on a shared machine; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def full_lrm3():
     return randomize_feedback(catalogue.load("lrm3", scale="full", weights="untrained", seed=1))
+
+
+@pytest.fixture(scope="module")
+def full_lra3():
+    return randomize_feedback(catalogue.load("lra3", scale="full", weights="untrained", seed=1))
+
+
+@pytest.fixture(scope="module")
+def full_alexnet():
+    return catalogue.load("alexnet", scale="full", weights="untrained", seed=9)
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -138,9 +157,8 @@ def test_mini_readout_shapes_per_step(name):
     assert all(value.dtype == torch.float32 for value in out.values())
 
 
-def test_full_readout_shapes_per_step(full_lrm3):
-    alexnet = catalogue.load("alexnet", scale="full", weights="untrained")
-    for model, steps in ((alexnet, 1), (full_lrm3, 3)):
+def test_full_readout_shapes_per_step(full_alexnet, full_lrm3):
+    for model, steps in ((full_alexnet, 1), (full_lrm3, 3)):
         out = readouts(model, image("full", n=1))
         assert {key: tuple(value.shape) for key, value in out.items()} == {
             key: (steps, 1, dim) for key, dim in FULL_DIMS.items()}
@@ -171,20 +189,11 @@ def test_readouts_pool_the_named_layers():
 # ----------------------------------------------------------------------------- layouts
 
 
-def test_full_alexnet_is_torchvision_alexnet():
-    ours = catalogue.build("alexnet", scale="full", seed=0)
-    reference = torchvision.models.alexnet(weights=None)
-    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
-        (k, v.shape) for k, v in reference.state_dict().items()]
-    assert sum(p.numel() for p in ours.parameters()) == 61_100_840
-
-
-def test_full_lrm3_has_the_official_keys_and_parameter_count():
-    for name in ("lrm3", "lra3"):
-        model = catalogue.build(name, scale="full")
+def test_full_lrm3_and_lra3_have_the_official_keys_and_parameter_count(full_lrm3, full_lra3):
+    for model in (full_lrm3, full_lra3):
         layout = [(key, tuple(value.shape)) for key, value in model.state_dict().items()]
-        assert layout == official_layout(), name
-        assert catalogue.parameter_count(name, "full") == 65_186_642
+        assert layout == official_layout(), model.mechanism
+        assert sum(p.numel() for p in model.parameters()) == 65_186_642
 
 
 def test_same_seed_same_backbone_across_the_family():
@@ -229,14 +238,15 @@ def test_mini_cost_is_within_budget(name):
 
 
 @pytest.mark.parametrize("scale", ["mini", "full"])
-def test_pass_1_is_alexnet_and_later_passes_differ(scale, full_lrm3):
+def test_pass_1_is_alexnet_and_later_passes_differ(scale, request):
     for name in ("lrm3", "lra3"):
-        if scale == "full" and name == "lrm3":
-            model = full_lrm3
+        if scale == "full":
+            model, alexnet = request.getfixturevalue(f"full_{name}"), request.getfixturevalue(
+                "full_alexnet")
         else:
             model = randomize_feedback(
                 catalogue.load(name, scale=scale, weights="untrained", seed=1))
-        alexnet = catalogue.load("alexnet", scale=scale, weights="untrained", seed=9)
+            alexnet = catalogue.load("alexnet", scale=scale, weights="untrained", seed=9)
         alexnet.load_state_dict(model.feedforward.state_dict())
         x = image(scale, n=1 if scale == "full" else 2)
         recurrent, feedforward = readouts(model, x), readouts(alexnet, x)
@@ -370,11 +380,14 @@ def test_full_lrm3_official_file_loads_strictly_and_reproduces(full_lrm3, tmp_pa
                        readouts(full_lrm3, x, "logits")["logits"])
 
 
-def test_full_alexnet_loads_a_torchvision_file(tmp_path):
+def test_full_alexnet_is_torchvision_alexnet_and_loads_its_file(tmp_path):
     reference = torchvision.models.alexnet(weights=None).eval()
     path = tmp_path / "alexnet-owt.pth"
     torch.save(reference.state_dict(), path)
     loaded = catalogue.load("alexnet", scale="full", weights=path, seed=3)
+    assert [(k, v.shape) for k, v in loaded.state_dict().items()] == [
+        (k, v.shape) for k, v in reference.state_dict().items()]
+    assert sum(p.numel() for p in loaded.parameters()) == 61_100_840
     x = image("full", n=1)
     with torch.inference_mode():
         expected = reference(x)
