@@ -342,6 +342,7 @@ def _keras_bl(config: BLConfig, steps: int):
 
 
 @pytest.mark.needs_tf
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_keras_model_saved_by_keras_matches(tmp_path):
     pytest.importorskip("keras")
