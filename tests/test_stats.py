@@ -1,0 +1,168 @@
+"""Tests for analysis_utils.stats: the permutation null is the study's, the LME and bootstrap
+give known answers."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from analysis_utils import geometry, stats
+from analysis_utils.errors import AnalysisUtilsError
+
+
+def _two_states(n_per_class=(7, 5, 6, 8, 6, 4), dim=10, seed=0, expand=0.0):
+    """Before/after features with unequal class sizes; ``expand`` adds a class-specific
+    one-hot direction to the after state, so its prototypes become more orthogonal (a global
+    expansion of the centred between-prototype distances)."""
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([np.full(n, 10 * c + 3) for c, n in enumerate(n_per_class)])
+    rng.shuffle(labels)
+    centres = rng.normal(size=(len(n_per_class), dim))
+    index = np.unique(labels, return_inverse=True)[1]
+    before = centres[index] + rng.normal(scale=1.0, size=(len(labels), dim)) + 1.0
+    after = before + 0.3 * rng.normal(size=before.shape) + expand * np.eye(dim)[index]
+    return (torch.tensor(np.maximum(before, 0), dtype=torch.float32),
+            torch.tensor(np.maximum(after, 0), dtype=torch.float32), labels)
+
+
+def _loop_null(X_before, X_after, labels, n_perm, seed, dtype=torch.float64):
+    """The study's algorithm, one permutation at a time: clone, swap masked rows, recompute
+    prototypes, centre, RDMs and the mean per-pair % change."""
+    classes, index = np.unique(labels, return_inverse=True)
+    index = torch.from_numpy(index)
+    counts = torch.bincount(index).to(dtype)
+    rows, cols = np.triu_indices(len(classes), 1)
+
+    def statistic(b, a):
+        distances = []
+        for X in (b, a):
+            P = torch.zeros(len(classes), X.shape[1], dtype=dtype).index_add_(0, index, X)
+            P = P / counts[:, None]
+            unit = F.normalize(P - P.mean(0, keepdim=True), dim=1)
+            rdm = 1 - unit @ unit.T
+            rdm.fill_diagonal_(0)
+            distances.append(rdm.numpy()[rows, cols])
+        d_before, d_after = distances
+        keep = d_before > 1e-12
+        return float(np.mean((d_after[keep] - d_before[keep]) / d_before[keep] * 100))
+
+    Xb, Xa = X_before.to(dtype), X_after.to(dtype)
+    rng = np.random.default_rng(seed)
+    null = []
+    for _ in range(n_perm):
+        swap = torch.from_numpy(rng.random(len(labels)) < 0.5)
+        b, a = Xb.clone(), Xa.clone()
+        b[swap] = Xa[swap]
+        a[swap] = Xb[swap]
+        null.append(statistic(b, a))
+    return statistic(Xb, Xa), np.array(null)
+
+
+def test_swap_masks_are_the_studys_sequential_draws():
+    rng = np.random.default_rng(42)
+    batched = np.concatenate([stats.swap_masks(rng, 3, 11), stats.swap_masks(rng, 2, 11)])
+    rng = np.random.default_rng(42)
+    sequential = np.stack([rng.random(11) < 0.5 for _ in range(5)])
+    np.testing.assert_array_equal(batched, sequential)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, None])
+def test_batched_null_equals_plain_loop(batch_size):
+    Xb, Xa, labels = _two_states()
+    observed, null = _loop_null(Xb, Xa, labels, n_perm=60, seed=5)
+    result = stats.permutation_between(Xb, Xa, labels, n_perm=60, seed=5, batch_size=batch_size)
+    assert result.null.shape == (60,)
+    np.testing.assert_allclose(result.null, null, rtol=0, atol=1e-6)
+    assert result.observed == pytest.approx(observed, abs=1e-6)
+    # the study's float32 loop agrees to its own float32 rounding
+    _, null32 = _loop_null(Xb, Xa, labels, n_perm=60, seed=5, dtype=torch.float32)
+    np.testing.assert_allclose(result.null, null32, rtol=0, atol=1e-3)
+    # and a different seed gives a different null
+    other = stats.permutation_between(Xb, Xa, labels, n_perm=60, seed=6, batch_size=batch_size)
+    assert np.abs(other.null - result.null).max() > 1e-3
+
+
+def test_float32_and_observed_agree_with_pair_metrics():
+    Xb, Xa, labels = _two_states(seed=2)
+    result = stats.permutation_between(Xb, Xa, labels, n_perm=40, seed=1)
+    single = stats.permutation_between(Xb, Xa, labels, n_perm=40, seed=1, dtype=torch.float32)
+    np.testing.assert_allclose(single.null, result.null, atol=1e-3)
+    table_value = geometry.pair_metrics(Xb, Xa, labels)["Δ Between-Proto (%)"]
+    assert result.observed == pytest.approx(table_value, abs=1e-4)
+
+
+def test_p_values_are_the_studys_and_the_plus_one_versions():
+    Xb, Xa, labels = _two_states(seed=3)
+    result = stats.permutation_between(Xb, Xa, labels, n_perm=200, seed=42)
+    null, obs = result.null, result.observed
+    assert result.p_two_tailed == np.mean(np.abs(null) >= abs(obs))
+    assert result.p_greater == np.mean(null >= obs)
+    assert result.p_less == np.mean(null <= obs)
+    k = np.sum(null >= obs)
+    assert result.p_greater_plus_one == pytest.approx((k + 1) / 201)
+    assert result["p_less"] == result.p_less
+    assert 0 < result.p_greater < 1  # no true effect here: the observed value is inside
+    strong = _two_states(n_per_class=(40,) * 6, seed=3, expand=3.0)
+    expanded = stats.permutation_between(*strong, n_perm=200, seed=42)
+    assert expanded.observed > 0
+    assert (expanded.p_two_tailed, expanded.p_greater, expanded.p_less) == (0.0, 0.0, 1.0)
+    assert expanded.p_greater_plus_one == pytest.approx(1 / 201)
+
+
+def test_permutation_rejects_bad_input():
+    Xb, Xa, labels = _two_states()
+    with pytest.raises(AnalysisUtilsError, match="n_perm"):
+        stats.permutation_between(Xb, Xa, labels, n_perm=0)
+    with pytest.raises(AnalysisUtilsError, match="same images"):
+        stats.permutation_between(Xb, Xa[:-1], labels)
+    with pytest.raises(AnalysisUtilsError, match="batch_size"):
+        stats.permutation_between(Xb, Xa, labels, batch_size=2.5)
+
+
+def test_lme_beta_equals_mean_difference_on_a_balanced_design():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(8), 10)
+    category_effect = rng.normal(scale=0.02, size=8)[labels]
+    d_before = rng.uniform(0.2, 0.4, size=80)
+    d_after = d_before - 0.03 + category_effect + rng.normal(scale=0.01, size=80)
+    result = stats.local_lme(d_before, d_after, labels)
+    assert result["beta"] == pytest.approx(np.mean(d_after - d_before), abs=1e-9)
+    assert result["direction"] == ("compaction" if result["beta"] < 0 else "expansion")
+    assert result["se"] > 0
+    assert result["ci_low"] == pytest.approx(result["beta"] - 1.959964 * result["se"], abs=1e-6)
+    assert result["ci_high"] == pytest.approx(result["beta"] + 1.959964 * result["se"], abs=1e-6)
+    # the random intercept absorbs the category spread: the SE is the between-category one,
+    # wider than the naive per-exemplar standard error of the mean
+    naive_se = np.std(d_after - d_before, ddof=1) / np.sqrt(80)
+    assert result["se"] > naive_se
+    flipped = stats.local_lme(d_after, d_before, labels)
+    assert flipped["beta"] == pytest.approx(-result["beta"], abs=1e-9)
+    assert flipped["direction"] == "expansion"
+
+
+def test_lme_rejects_mismatched_input():
+    with pytest.raises(AnalysisUtilsError, match="one entry per exemplar"):
+        stats.local_lme(np.zeros(5), np.zeros(5), np.arange(4))
+    with pytest.raises(AnalysisUtilsError, match="at least 2 categories"):
+        stats.local_lme(np.zeros(4), np.ones(4), np.zeros(4, dtype=int))
+
+
+def test_bootstrap_ci_known_answers():
+    assert stats.bootstrap_ci(np.full(10, 0.3), n_boot=200) == (pytest.approx(0.3),
+                                                                pytest.approx(0.3))
+    values = np.random.default_rng(1).normal(size=40)
+    low, high = stats.bootstrap_ci(values, n_boot=2000, seed=3)
+    assert low < values.mean() < high
+    assert (low, high) == stats.bootstrap_ci(values, n_boot=2000, seed=3)
+    narrow = stats.bootstrap_ci(values, n_boot=2000, seed=3, level=0.5)
+    assert low < narrow[0] < narrow[1] < high
+    # the percentile interval of the mean is close to mean +- 1.96 SE
+    se = values.std(ddof=1) / np.sqrt(40)
+    assert high - low == pytest.approx(2 * 1.96 * se, rel=0.15)
+    per_step = np.stack([values, values + 5.0], axis=1)
+    low2, high2 = stats.bootstrap_ci(per_step, n_boot=2000, seed=3, statistic=np.median)
+    assert low2.shape == (2,) and high2[1] - 5.0 == pytest.approx(high2[0])
+    with pytest.raises(AnalysisUtilsError, match="axis"):
+        stats.bootstrap_ci(values, n_boot=10, statistic=lambda x: float(np.mean(x)))
+    with pytest.raises(AnalysisUtilsError, match="NaN"):
+        stats.bootstrap_ci(np.array([1.0, np.nan, 2.0]))
