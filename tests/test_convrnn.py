@@ -355,3 +355,46 @@ def test_layers_match_tensorflow_ops(tf):
     x = torch.randn(2, 3, 4, 4)
     ref = tf.compat.v1.image.resize_bilinear(nhwc(x), (14, 14), align_corners=True)
     torch.testing.assert_close(convrnn._resize(x, (14, 14)), back(ref), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.needs_tf
+def test_cell_step_matches_the_spec_equations_written_in_tensorflow(tf):
+    """One step of a cell with a residual projection and feedback (like conv6), computed with
+    TF ops on the official-layout weights from the spec's equations (B5): both gates and both
+    time constants read the previous c and h; h gates the input to c and c the input to h."""
+    torch.manual_seed(1)
+    config = convrnn.CONFIGS["full"]
+    cell = convrnn.ReciprocalGatedCell(6, 8, 5, config)
+    for parameter in cell.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    a, u, f = torch.randn(2, 8, 7, 7), torch.randn(2, 6, 7, 7), torch.randn(2, 5, 7, 7)
+    c, h = torch.randn(2, config.cell_depth, 7, 7), torch.randn(2, 8, 7, 7)
+    with torch.no_grad():
+        new_c, new_h = cell(a, u, f, c, h)
+
+    weights = {name: convrnn.to_official_layout(value, "depthwise" if ".dw." in name else
+                                                "conv" if value.dim() == 4 else "vector")
+               for name, value in cell.state_dict().items()}
+    nhwc = lambda t: tf.constant(t.permute(0, 2, 3, 1).numpy())  # noqa: E731
+
+    def conv(x, name):
+        out = tf.nn.conv2d(x, weights[f"{name}.weight"], strides=1, padding="SAME")
+        return out + weights[f"{name}.bias"] if f"{name}.bias" in weights else out
+
+    def separable(x, name):
+        out = tf.nn.separable_conv2d(x, weights[f"{name}.dw.weight"],
+                                     weights[f"{name}.pw.weight"], strides=[1, 1, 1, 1],
+                                     padding="SAME")
+        return out + weights[f"{name}.pw.bias"]
+
+    a_, u_, f_, c_, h_ = map(nhwc, (a, u, f, c, h))
+    tau_c = convrnn.TAU_OFFSET + -convrnn.TAU_OFFSET * tf.sigmoid(separable(c_, "c_tau"))
+    gate_c = convrnn.GATE_OFFSET + -convrnn.GATE_OFFSET * tf.tanh(separable(h_, "c_gate"))
+    ref_c = tf.nn.elu(tau_c * c_ + gate_c * conv(a_, "in2cell"))
+    out_input = conv(a_, "in2out") + conv(u_, "res_proj") + conv(f_, "fb")
+    tau_h = convrnn.TAU_OFFSET + -convrnn.TAU_OFFSET * tf.sigmoid(separable(h_, "h_tau"))
+    gate_h = convrnn.GATE_OFFSET + -convrnn.GATE_OFFSET * tf.tanh(separable(c_, "h_gate"))
+    ref_h = tf.nn.elu(tau_h * h_ + gate_h * out_input)
+    back = lambda x: torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)  # noqa: E731
+    torch.testing.assert_close(new_c, back(ref_c), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(new_h, back(ref_h), atol=1e-4, rtol=1e-4)
