@@ -319,30 +319,38 @@ def reference_pathway(pathway, source, destination_size):
 
 @pytest.mark.parametrize("name", ["lrm3", "lra3"])
 def test_feedback_pathways_follow_the_spec(name):
-    """conv4 -> conv1 (a map, resized) and fc6 -> conv3 (a vector) against the written-out maths,
-    fed by the sources of pass 1."""
-    model = randomize_feedback(catalogue.load(name, scale="mini", weights="untrained", seed=6))
+    """Each pathway alone against the written-out maths: the destination of pass t is modulated
+    by the source of pass t - 1 (map sources are checked in pass 2, vector sources, whose readout
+    is the source itself, in passes 2 and 3)."""
     x = image("mini")
-    cases = (("features_0_modulation", "from_features_9_to_features_0", "conv1", 0),
-             ("features_6_modulation", "from_classifier_2_to_features_6", "conv3", 6))
-    for group, keep, readout, conv_index in cases:
+    cases = (  # pathway, destination readout, destination conv index, source module index
+        ("from_features_9_to_features_0", "conv1", 0, 9),
+        ("from_features_12_to_features_3", "conv2", 3, 12),
+        ("from_classifier_2_to_features_6", "conv3", 6, "fc6"),
+        ("from_classifier_6_to_features_10", "conv5", 10, "logits"),
+    )
+    for keep, readout, conv_index, source_at in cases:
+        model = randomize_feedback(catalogue.load(name, scale="mini", weights="untrained", seed=6))
         only_pathway(model, keep=keep)
         out = readouts(model, x)
-        pathway = model.lrm[group][keep]
+        pathway = model.lrm[f"features_{conv_index}_modulation"][keep]
         with torch.inference_mode():
             destination = model.feedforward.features[: conv_index + 1](x.clone())
-            if keep.startswith("from_features_9"):
-                source = model.feedforward.features[:10](x.clone())
+            if isinstance(source_at, int):
+                sources = [model.feedforward.features[: source_at + 1](x.clone())]
             else:
-                source = out["fc6"][0]  # fc6 is a vector: its readout is the source itself
-            m = reference_pathway(pathway, source, destination.shape[-2:])
-        if model.mechanism == "multiplicative":
-            expected = F.relu(destination + destination * m)
-        else:
-            expected = F.relu(destination + m)
-        torch.testing.assert_close(out[readout][1], expected.mean(dim=(2, 3)))
-        assert not torch.allclose(out[readout][1], out[readout][0])
-        model = randomize_feedback(catalogue.load(name, scale="mini", weights="untrained", seed=6))
+                sources = [out[source_at][0], out[source_at][1]]
+        for step, source in enumerate(sources, start=2):
+            with torch.inference_mode():
+                m = reference_pathway(pathway, source, destination.shape[-2:])
+            if model.mechanism == "multiplicative":
+                expected = F.relu(destination + destination * m)
+            else:
+                expected = F.relu(destination + m)
+            torch.testing.assert_close(out[readout][step - 1], expected.mean(dim=(2, 3)),
+                                       msg=f"{keep}, pass {step}")
+        assert not torch.allclose(out[readout][1], out[readout][0]), keep
+        assert not torch.allclose(out[readout][2], out[readout][1]), keep
 
 
 def test_training_backpropagates_through_the_passes():
