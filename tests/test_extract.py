@@ -275,16 +275,19 @@ def test_cli_train_without_trainer_says_so(monkeypatch, capsys):
 
 @pytest.mark.parametrize("name", CATALOGUE_MODELS)
 def test_catalogue_models_at_mini_scale(name, shared_tiny_dir, tmp_path):
-    small = probes.load("tiny", data_dir=shared_tiny_dir, images_per_category=2)
+    """Every catalogue model extracts and caches (4 images, at most 2 steps: kept fast)."""
+    small = probes.load("tiny", data_dir=shared_tiny_dir, images_per_category=1)
     card = catalogue.card(name)
-    feats, meta = extract.features(name, small, weights="untrained", cache_dir=tmp_path,
-                                   progress=False, device="cpu")
-    assert feats["penult"].shape[:2] == (card.default_steps, 8)
-    assert feats["logits"].shape == (card.default_steps, 8, catalogue.NUM_CLASSES["mini"])
+    steps = min(2, card.default_steps)
+    kwargs = {"weights": "untrained", "steps": steps, "cache_dir": tmp_path, "progress": False,
+              "device": "cpu"}
+    feats, meta = extract.features(name, small, **kwargs)
+    assert feats["penult"].shape[:2] == (steps, 4)
+    assert feats["logits"].shape == (steps, 4, catalogue.NUM_CLASSES["mini"])
     assert torch.isfinite(feats["penult"]).all() and torch.isfinite(feats["logits"]).all()
     assert meta["preprocessing"] == card.preprocessing["mini"].spec
-    _, again = extract.features(name, small, weights="untrained", cache_dir=tmp_path,
-                                progress=False, device="cpu")
+    assert meta["load_spec"]["steps"] == steps
+    _, again = extract.features(name, small, **kwargs)
     assert all(again["cache"]["from_cache"].values())
 
 
