@@ -32,6 +32,9 @@ from .probes import Probe
 DEFAULT_BATCH = {("cpu", "mini"): 250, ("cpu", "full"): 32,
                  ("cuda", "mini"): 1000, ("cuda", "full"): 250}
 
+#: threads that decode-and-transform the next batch while the model runs the current one
+PREPROCESS_THREADS = min(8, os.cpu_count() or 1)
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else must be a usable device."""
@@ -211,21 +214,24 @@ def run_model(model: torch.nn.Module, probe: Probe, readouts: Sequence[str], bat
               ) -> dict[str, torch.Tensor]:
     """One batched pass of ``model`` over ``probe``: ``{readout: float32 CPU [T, N, D]}``.
 
-    The next batch is preprocessed in a worker thread while the model runs the current one.
+    The next batch is preprocessed (by ``PREPROCESS_THREADS`` threads; PIL releases the GIL)
+    while the model runs the current one.
     """
     preprocessing = model.card.preprocessing[model.scale]
     n = len(probe)
     starts = list(range(0, n, batch_size))
     pin = device.type == "cuda"
 
+    pixel_workers = ThreadPoolExecutor(max_workers=PREPROCESS_THREADS)
+
     def prepare(start: int) -> torch.Tensor:
         images = probe.images[start:start + batch_size]
-        batch = torch.stack([preprocessing(image) for image in images])
+        batch = torch.stack(list(pixel_workers.map(preprocessing, images)))
         return batch.pin_memory() if pin else batch
 
     out: dict[str, torch.Tensor] = {}
     bar = tqdm(total=n, unit="img", desc=description, disable=not progress, leave=False)
-    with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
+    with pixel_workers, ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
         pending = pool.submit(prepare, starts[0])
         for i, start in enumerate(starts):
             batch = pending.result()
