@@ -278,7 +278,10 @@ def _load_tiny(root: Path, k: int) -> Probe:
 
 
 def imagenet_wnids() -> list[str] | None:
-    """The 1000 ImageNet-1k synsets in sorted order (the classifier order), if shipped."""
+    """The 1000 ImageNet-1k synsets in sorted order: the class order of every 1k classifier.
+
+    Shipped as ``data/imagenet1k_wnids.txt`` (see ``data/README.md`` for its source and checks).
+    """
     if not IMAGENET_WNIDS_PATH.exists():
         return None
     return IMAGENET_WNIDS_PATH.read_text().split()

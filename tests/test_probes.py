@@ -126,13 +126,30 @@ def test_unknown_probe_lists_the_valid_ones():
         probes.load("coco")
 
 
-def test_full_scale_index_on_tiny_is_unavailable_with_a_reason(tiny_dir):
+def test_full_scale_index_of_generated_wnids_is_unavailable_with_a_reason(tiny_dir):
     probe = probes.load("tiny", data_dir=tiny_dir, images_per_category=1)
-    if probes.imagenet_wnids() is None:
-        with pytest.raises(AnalysisUtilsError, match="unavailable.*1000 ImageNet-1k synsets"):
-            probe.class_index("full")
+    with pytest.raises(AnalysisUtilsError, match="is not an ImageNet-1k class.*unavailable"):
+        probe.class_index("full")  # the generated wnids are not ImageNet classes
     with pytest.raises(AnalysisUtilsError, match="Unknown scale 'huge'"):
         probe.class_index("huge")
+
+
+def test_shipped_imagenet_wnids_are_the_classifier_order():
+    wnids = probes.imagenet_wnids()
+    assert len(wnids) == 1000 == len(set(wnids)) and wnids == sorted(wnids)
+    for row in probes.reference_categories():  # 100 independent anchors
+        assert wnids.index(row["WordNet_ID"]) == int(row["number_index"]), row
+    assert (wnids[0], wnids[999]) == ("n01440764", "n15075141")
+
+
+def test_real_tiny_probe_full_scale_index(real_tiny_dir):
+    probe = probes.load("tiny", data_dir=real_tiny_dir, images_per_category=1)
+    wnids = probes.imagenet_wnids()
+    root = Path(real_tiny_dir) / "tiny-imagenet-200"
+    assert set((root / "wnids.txt").read_text().split()) <= set(wnids)
+    index = probe.class_index("full")
+    assert [wnids[i] for i in index.tolist()] == list(probe.category_ids)
+    assert index[0].item() == 1  # n01443537, goldfish
 
 
 # ----------------------------------------------------------------------------- imagenet
