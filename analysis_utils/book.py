@@ -253,6 +253,31 @@ def check_parameters(*, scale="mini", weights="trained", probe="tiny", data_dir=
                              images_per_category=images_per_category)
 
 
+def check_count(value, what: str, minimum: int = 1) -> int:
+    """A chapter-specific integer parameter (for example ``n_boot``), at least ``minimum``."""
+    return _positive_int(value, what, minimum)
+
+
+def check_seeds(value, what: str = "seeds") -> tuple[int, ...]:
+    """Seeds from a list or a comma-separated string such as '0,1,2' (distinct, >= 0)."""
+    items = _as_list(value, what)
+    seeds = []
+    for item in items:
+        text = str(item).strip()
+        if isinstance(item, bool) or not text.isdigit():
+            raise AnalysisUtilsError(
+                f"{what} must be non-negative integers such as '0,1,2', got {value!r}."
+            )
+        seeds.append(int(text))
+    if len(seeds) < 2:
+        raise AnalysisUtilsError(
+            f"{what} needs at least 2 seeds to give a range, got {value!r}; use '0,1,2'."
+        )
+    if len(set(seeds)) != len(seeds):
+        raise AnalysisUtilsError(f"{what} lists a seed twice: {value!r}; name each once.")
+    return tuple(seeds)
+
+
 def _check_device(device) -> str:
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise AnalysisUtilsError(

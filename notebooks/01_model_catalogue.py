@@ -1,0 +1,202 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The model catalogue
+#
+# Every model of the book, as its card describes it; how each one unrolls in time (which area
+# first carries information about the image, at which step); and how well it classifies the
+# probe at **every** step: the reference study's Table 1 (logit accuracy, and nearest-centroid
+# accuracy on the penultimate features), extended from its two states to all steps.
+
+# %% tags=["parameters"]
+scale = "mini"  # "mini" (64 px, the mini zoo) or "full" (official checkpoints)
+weights = "trained"  # "trained" (mini zoo), "untrained" (random, seeded) or "official"
+probe = "tiny"  # "tiny" (Tiny-ImageNet val) or "imagenet" (the study's ImageNet val probe)
+data_dir = None  # folder with the probe images; None: $ANALYSIS_UTILS_DATA or the user cache
+models = None  # None for every catalogue model, or a comma-separated list such as "lrm3,bl"
+readouts = "penult,logits"
+baseline = None  # step overrides such as "lrm3=1,bl=2"; None keeps each card's states
+after = None
+n_perm = 10000  # permutations of the global test (chapter 2)
+seed = 0  # seed of untrained weights
+device = "auto"
+cache_dir = None  # the feature cache; None: $ANALYSIS_UTILS_CACHE or the user cache
+images_per_category = None  # None: all 50; fewer for a quick run
+
+# %%
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from analysis_utils import book, catalogue, extract, geometry, plotting, probes
+
+P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
+                          models=models, readouts=readouts, baseline=baseline, after=after,
+                          n_perm=n_perm, seed=seed, device=device, cache_dir=cache_dir,
+                          images_per_category=images_per_category)
+probe_set = probes.load(P.probe, data_dir=P.data_dir,
+                        images_per_category=P.images_per_category or 50)
+plotting.apply_style()
+NOTE = P.weights_label()
+display(Markdown(book.rendered_with(P, probe_set)))
+
+# %% [markdown]
+# ## The cards
+#
+# One row per model: its family, the kind of recurrence and how it acts, when the training
+# loss is applied, its feedforward counterpart, the number of steps (passes), the default
+# *baseline* and *after* steps (the study's choices), the readout the study's headline tests
+# use, and the parameter count at this scale.
+
+# %%
+columns = ["model", "family", "recurrence", "mechanism", "loss timing", "counterpart", "steps",
+           "baseline", "after", "headline readout", "readouts", "input", "parameters"]
+cards = catalogue.table(P.scale)
+cards = cards[cards["name"].isin(P.models)].set_index("name").loc[list(P.models)]
+cards["counterpart"] = [catalogue.card(c).display_name if c else "none"
+                        for c in cards["counterpart"]]
+cards["parameters"] = [f"{n:,}" for n in cards["parameters"]]
+for name in P.models:
+    if not catalogue.card(name).recurrent:
+        cards.loc[name, "after"] = "none"
+display(cards[columns].reset_index(drop=True).style.hide(axis="index"))
+
+# %% [markdown]
+# ## How each model unrolls in time
+#
+# For each model and each of its areas, the first step at which the area's output depends on
+# the image, measured here: two probe images of different categories go through the model,
+# and an area "sees the image" from the first step at which its pooled output differs
+# between them. Before that step an area's output is the same for every image (driven by
+# biases and its own state only). Filled cells: steps at which the area carries image
+# information; the bottom row says whether the input frame is the image or a blank.
+
+# %%
+def first_image_step(model, x, areas):
+    """First 1-based step at which each area's readout differs between the two images in x."""
+    with torch.inference_mode():
+        values = model.readouts(x, areas)
+    first = {}
+    for area in areas:
+        differs = (values[area][:, 0] - values[area][:, 1]).abs().amax(dim=-1) > 1e-6
+        steps = torch.nonzero(differs).flatten()
+        first[area] = int(steps[0]) + 1 if steps.numel() else None
+    return first
+
+
+pair = [0, len(probe_set) - 1]  # first image of the first and of the last category
+unrolling = {}
+for name in P.models:
+    card = catalogue.card(name)
+    model = catalogue.load(name, scale=P.scale, weights=P.weights, seed=P.seed)
+    x = torch.stack([card.preprocessing[P.scale](probe_set.images[i]) for i in pair])
+    areas = [r for r in card.readouts if r not in book.STAGE_READOUTS] + ["penult", "logits"]
+    shown = ([t for t in range(1, model.n_steps + 1) if model.shows_image(t)]
+             if hasattr(model, "shows_image") else None)
+    unrolling[name] = (first_image_step(model, x, areas), model.n_steps, shown)
+
+for name, (first, n_steps, shown) in unrolling.items():
+    card = catalogue.card(name)
+    feedback = f"{card.recurrence}; loss: {card.loss_timing}"
+    fig = plotting.plot_unrolling(name, first, n_steps, feedback=feedback, image_steps=shown,
+                                  note=NOTE)
+    display(fig)
+    plotting.plt.close(fig)
+    if card.notes:
+        display(Markdown(f"*{card.display_name}:* {card.notes}"))
+
+# %% [markdown]
+# ## Accuracy at every step
+#
+# The study's Table 1 reports two numbers per state: top-1/top-5 of the classifier's own output
+# (logits) against each image's class, and nearest-centroid accuracy on the penultimate
+# features (each image goes to the most similar of the 100 category prototypes; chance 1 %).
+# Here both are computed at every step. Features come from the shared feature cache, so the
+# other chapters reuse them.
+
+# %%
+features = {}
+for name in P.models:
+    features[name], _ = extract.features(name, probe_set, readouts=P.readouts, progress=False,
+                                         **P.extract_kwargs())
+labels = probe_set.labels
+class_index = probe_set.class_index(P.scale)
+
+rows = []
+for name in P.models:
+    card = catalogue.card(name)
+    logits = geometry.logit_accuracy(features[name]["logits"], labels, class_index)
+    nc = geometry.nearest_centroid_accuracy(features[name]["penult"], labels)
+    nc_loo = geometry.nearest_centroid_accuracy(features[name]["penult"], labels,
+                                                leave_one_out=True)
+    n_steps = features[name]["logits"].shape[0]
+    for index in range(n_steps):
+        step = index + 1
+        state = ("baseline" if step == P.state_step(name, "baseline") else
+                 "after" if card.recurrent and step == P.state_step(name, "after") else "")
+        rows.append({"model": name, "Model": card.display_name, "step": step,
+                     "n_steps": n_steps, "Step": card.step_label(step), "State": state,
+                     "Logits top-1 (%)": logits["top1"][index],
+                     "Logits top-5 (%)": logits["top5"][index],
+                     "NC penult top-1 (%)": nc["top1"][index],
+                     "NC penult top-5 (%)": nc["top5"][index],
+                     "NC penult leave-one-out top-1 (%)": nc_loo["top1"][index]})
+accuracy = pd.DataFrame(rows)
+
+# %% [markdown]
+# ### Table 1: the two named states
+#
+# The study's layout: one row per model and state. Chance is 1 % for nearest-centroid
+# (100-way); for the logits it is 1 % at mini scale (100 classes) and 0.1 % at full scale.
+
+# %%
+value_columns = ["Logits top-1 (%)", "Logits top-5 (%)", "NC penult top-1 (%)",
+                 "NC penult top-5 (%)", "NC penult leave-one-out top-1 (%)"]
+table1 = accuracy[accuracy["State"] != ""][["Model", "State", "Step"] + value_columns]
+display(Markdown(f"**Table 1** ({NOTE}): accuracy at the baseline and after states."))
+display(table1.round(2).style.hide(axis="index").format(precision=2))
+
+# %% [markdown]
+# ### Table 1 extended to every step
+
+# %%
+display(Markdown(f"**Accuracy at every step** ({NOTE})."))
+display(accuracy[["Model", "Step", "State"] + value_columns].round(2)
+        .style.hide(axis="index").format(precision=2))
+
+# %%
+long = pd.concat([
+    accuracy.assign(measure="logits top-1", value=accuracy["Logits top-1 (%)"]),
+    accuracy.assign(measure="nearest-centroid penult top-1", value=accuracy["NC penult top-1 (%)"]),
+])[["model", "step", "n_steps", "measure", "value"]]
+fig = plotting.plot_accuracy_over_steps(long, note=NOTE)
+display(fig)
+plotting.plt.close(fig)
+
+# %% [markdown]
+# Feedforward models (one step) are drawn as dashed horizontal lines; recurrent models as a
+# line over normalised time $\tau = (t-1)/(T-1)$, with an open circle at step 1. Models whose
+# top areas see the image only after a delay (CORnet-RT, ConvRNN) start at chance.
+
+# %%
+summary = accuracy.groupby("Model", sort=False).agg(
+    steps=("step", "max"),
+    first_step_top1=("Logits top-1 (%)", "first"),
+    best_top1=("Logits top-1 (%)", "max"),
+    best_step=("Logits top-1 (%)", lambda s: int(np.argmax(s.to_numpy())) + 1),
+    last_step_top1=("Logits top-1 (%)", "last"),
+)
+display(Markdown(f"**Logit top-1 at the first, best and last step** ({NOTE})."))
+display(summary.round(2))

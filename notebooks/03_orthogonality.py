@@ -1,0 +1,221 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Orthogonality: how far apart are the category prototypes?
+#
+# The reference study reads "learned category orthogonality" off one distribution: the 4950
+# cosine distances between the 100 category prototypes at the decision stage (its Figure 2,
+# a ridge plot). A mean near 1 with a small spread means near-orthogonal prototypes. This
+# chapter draws that distribution for every model and state, follows it over every step, adds
+# measures on *centred* prototypes and a mean-activity control, and uses untrained networks
+# of the same architectures (several seeds) as the reference for what is *learned*.
+
+# %% tags=["parameters"]
+scale = "mini"  # "mini" (64 px, the mini zoo) or "full" (official checkpoints)
+weights = "trained"  # "trained" (mini zoo), "untrained" (random, seeded) or "official"
+probe = "tiny"  # "tiny" (Tiny-ImageNet val) or "imagenet" (the study's ImageNet val probe)
+data_dir = None  # folder with the probe images; None: $ANALYSIS_UTILS_DATA or the user cache
+models = None  # None for every catalogue model, or a comma-separated list such as "lrm3,bl"
+readouts = "penult,logits"
+baseline = None  # step overrides such as "lrm3=1,bl=2"; None keeps each card's states
+after = None
+n_perm = 10000  # not used in this chapter; kept so one PARAMS line serves every chapter
+seed = 0  # seed of untrained weights
+device = "auto"
+cache_dir = None  # the feature cache; None: $ANALYSIS_UTILS_CACHE or the user cache
+images_per_category = None  # None: all 50; fewer for a quick run
+untrained_seeds = "0,1,2"  # seeds of the untrained reference networks
+
+# %%
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from analysis_utils import book, catalogue, extract, geometry, plotting, probes
+
+P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
+                          models=models, readouts=readouts, baseline=baseline, after=after,
+                          n_perm=n_perm, seed=seed, device=device, cache_dir=cache_dir,
+                          images_per_category=images_per_category)
+SEEDS = book.check_seeds(untrained_seeds, "untrained_seeds")
+probe_set = probes.load(P.probe, data_dir=P.data_dir,
+                        images_per_category=P.images_per_category or 50)
+plotting.apply_style()
+NOTE = P.weights_label()
+display(Markdown(book.rendered_with(P, probe_set)))
+display(Markdown(f"Untrained reference: seeds {', '.join(map(str, SEEDS))} of every model."))
+
+# %%
+labels = probe_set.labels
+features = {}
+for name in P.models:
+    features[name], _ = extract.features(name, probe_set, readouts=P.readouts, progress=False,
+                                         **P.extract_kwargs())
+reference = {}  # {seed: {model: features}} of the untrained networks
+for s in SEEDS:
+    kwargs = {**P.extract_kwargs(), "weights": "untrained", "seed": s}
+    reference[s] = {name: extract.features(name, probe_set, readouts=("penult", "logits"),
+                                           progress=False, **kwargs)[0]
+                    for name in P.models}
+
+
+def between(X):
+    """The 4950 raw between-prototype cosine distances of features [N, D] (or [T, pairs])."""
+    return geometry.upper_triangle(geometry.cosine_rdm(geometry.prototypes(X, labels))).numpy()
+
+
+# %% [markdown]
+# ## Figure 2: the between-prototype distances per model and state
+#
+# One row per model: the density of the 4950 raw between-prototype cosine distances at the
+# baseline step (solid) and the after step (dashed), with mean and SD (ddof 0). 0 marks
+# identical prototypes, 1 orthogonal ones.
+
+# %%
+summary_rows = []
+for readout in ("logits", "penult"):
+    rows = []
+    for name in P.models:
+        card = catalogue.card(name)
+        X = features[name][readout]
+        b = P.state_step(name, "baseline")
+        row = {"model": name, "baseline": between(X[b - 1]), "baseline_step": b}
+        if card.recurrent:
+            a = P.state_step(name, "after")
+            row.update({"after": between(X[a - 1]), "after_step": a})
+        rows.append(row)
+        for state in ("baseline", "after"):
+            if state in row:
+                summary_rows.append({"Readout": readout,
+                                     "Model/State": f"{card.display_name} {state}",
+                                     "Step": card.step_label(row[f"{state}_step"]),
+                                     "Mean": row[state].mean(), "SD": row[state].std(),
+                                     "n_pairs": row[state].size})
+    title = ("Decision stage (logits)" if readout == "logits" else "Feature stage (penult)")
+    fig = plotting.plot_separation_ridge(rows, note=NOTE, title=f"{title}: between-prototype "
+                                         "cosine distances")
+    display(fig)
+    plotting.plt.close(fig)
+display(Markdown(f"**Between-prototype distances, mean ± SD (ddof 0)** ({NOTE})."))
+display(pd.DataFrame(summary_rows).round(3).style.hide(axis="index").format(precision=3))
+
+# %% [markdown]
+# ## The distribution over every step, against untrained networks
+#
+# For each recurrent model, the decision-stage distribution at every step (colour: from the
+# baseline colour at step 1 to the after colour at the last step). The grey band is the range
+# of the same density over the untrained seeds: where the trained distribution lies inside the
+# band, the architecture alone explains it.
+
+# %%
+for name in P.models:
+    card = catalogue.card(name)
+    if not card.recurrent:
+        continue
+    steps = between(features[name]["logits"])
+    untrained = np.stack([between(reference[s][name]["logits"]) for s in SEEDS])
+    fig = plotting.plot_ridge_over_steps(name, steps, note=NOTE, readout="logits",
+                                         reference=untrained)
+    display(fig)
+    plotting.plt.close(fig)
+
+# %% [markdown]
+# ## Centred measures and the mean-activity control
+#
+# Raw cosine distances between prototypes of non-negative (ReLU) features mix two things:
+# the *structure* of the categories relative to each other, and the *common mean* that every
+# prototype shares. Adding the same positive offset to every unit pulls all raw cosines
+# towards 1 (distances towards 0) while leaving the arrangement of the categories unchanged.
+# So a raw distribution can look "less orthogonal" simply because mean activity rose. The
+# centred measures subtract the grand-mean prototype first:
+#
+# - **RMS centred cosine** and **mean |centred cosine|**: 0 for orthogonal prototypes;
+# - **equiangularity**: the SD of the centred cosines (0 when all angles are equal);
+# - **prototype PR / (C−1)**: how many directions the centred prototypes really span;
+# - **mean-activity ratio**: the norm of the grand-mean prototype over the spread of the
+#   centred prototypes. When it is large, the raw distances mostly report the mean.
+#
+# Where the raw mean distance and the centred measures move in opposite directions over
+# steps, the change in the raw distribution is a change of mean activity, not of category
+# structure.
+
+# %%
+ORTHO = {"raw_between_mean": "raw between mean",
+         "centred_rms_cosine": "RMS centred cosine",
+         "centred_mean_abs_cosine": "mean |centred cosine|",
+         "centred_equiangularity": "equiangularity (SD)",
+         "centred_pr_fraction": "prototype PR / (C−1)",
+         "grand_mean_norm_ratio": "mean-activity ratio"}
+
+
+def ortho_table(source, tag):
+    rows = []
+    for name in P.models:
+        for readout in ("penult", "logits"):
+            X = source[name][readout]
+            values = geometry.orthogonality(X, labels)
+            table = pd.DataFrame({k: np.atleast_1d(values[k]) for k in ORTHO})
+            table.insert(0, "step", np.arange(1, X.shape[0] + 1))
+            table.insert(0, "readout", readout)
+            table.insert(0, "model", name)
+            table["n_steps"] = X.shape[0]
+            table["source"] = tag
+            rows.append(table)
+    return pd.concat(rows, ignore_index=True).rename(columns=ORTHO)
+
+
+observed = ortho_table(features, NOTE)
+untrained = pd.concat([ortho_table(reference[s], f"untrained seed {s}") for s in SEEDS],
+                      ignore_index=True)
+for readout in ("logits", "penult"):
+    fig = plotting.plot_trajectories(observed[observed["readout"] == readout],
+                                     list(ORTHO.values()), time="normalised", note=NOTE,
+                                     reference=untrained[untrained["readout"] == readout],
+                                     title=f"{readout}: orthogonality at every step "
+                                           "(hatched: untrained seeds)")
+    display(fig)
+    plotting.plt.close(fig)
+
+# %% [markdown]
+# ### Learned or architectural?
+#
+# At each model's *after* step (its only step for feedforward models): the measure, and the
+# range over the untrained seeds. "outside" marks a value beyond the untrained range.
+
+# %%
+rows = []
+for name in P.models:
+    card = catalogue.card(name)
+    step = P.state_step(name, "after") if card.recurrent else 1
+    for readout in ("penult", "logits"):
+        mine = observed[(observed["model"] == name) & (observed["readout"] == readout)
+                        & (observed["step"] == step)]
+        ref = untrained[(untrained["model"] == name) & (untrained["readout"] == readout)
+                        & (untrained["step"] == step)]
+        for measure in ("raw between mean", "RMS centred cosine", "prototype PR / (C−1)",
+                        "mean-activity ratio"):
+            value = float(mine[measure].iloc[0])
+            lo, hi = float(ref[measure].min()), float(ref[measure].max())
+            rows.append({"Model": card.display_name, "Step": card.step_label(step),
+                         "Readout": readout, "Measure": measure, "Value": value,
+                         "Untrained min": lo, "Untrained max": hi,
+                         "vs untrained": "inside" if lo <= value <= hi else "outside"})
+display(Markdown(f"**Orthogonality at the after step vs untrained seeds** ({NOTE})."))
+display(pd.DataFrame(rows).round(3).style.hide(axis="index").format(precision=3))
+if P.untrained:
+    display(Markdown(
+        "These models are themselves untrained, so every value should fall inside the range "
+        "of the untrained seeds (up to seed-to-seed variation); 'outside' here only measures "
+        "how much one seed differs from the others."
+    ))
