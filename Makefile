@@ -52,3 +52,23 @@ check-html: $(STAMP)
 
 clean:
 	rm -rf book/_build book/notebooks .pytest_cache .ruff_cache
+
+# ---------------------------------------------------------------------------- the mini zoo
+# make zoo: train the seven mini models on Tiny-ImageNet-100 on a GPU (see the README). Each
+# model gets ZOO_BUDGET seconds of training; its epochs are chosen from its measured speed
+# (at most ZOO_MAX_EPOCHS) and recorded in the manifest. ZOO_DATA holds val-probe100.tar.gz and
+# train-probe100-{0,1,2}.tar.gz (ZOO_SHARDS). No venv prerequisite, so that a GPU machine's own
+# python can run it offline: make zoo PY=python3. Add ZOO_FLAGS=--skip-existing to resume.
+ZOO_DATA ?= ../shared/data/tiny-imagenet-200
+ZOO_SHARDS ?= 0,1,2
+ZOO_OUT ?= analysis_utils/zoo/mini
+ZOO_LOG ?= $(ZOO_OUT)/train.log
+ZOO_BUDGET ?= 45
+ZOO_MAX_EPOCHS ?= 60
+ZOO_FLAGS ?=
+
+.PHONY: zoo
+zoo:
+	PYTHONUNBUFFERED=1 $(PY) -m analysis_utils train --model all --archives $(ZOO_DATA) \
+	  --shards $(ZOO_SHARDS) --out $(ZOO_OUT) --log $(ZOO_LOG) --device cuda \
+	  --budget $(ZOO_BUDGET) --max-epochs $(ZOO_MAX_EPOCHS) --seed 0 $(ZOO_FLAGS)

@@ -18,7 +18,8 @@ label smoothing, bf16 autocast and channels-last on CUDA; seeded. The number of 
 (``epochs``) or chosen from a time budget per model (``budget_seconds``) after measuring the
 training throughput on a throwaway copy of the model.
 
-Output: ``<out>/<name>.safetensors`` (the state dict of the catalogue model, fp32) and
+Output: ``<out>/<name>.safetensors`` (the state dict of the catalogue model; float32,
+``save_dtype="auto"`` stores float16 where a float32 file would take more than 40 MB / 7) and
 ``<out>/manifest.json`` (``{"models": {name: {sha256, parameters, config, epochs, ...,
 accuracy: {"top1": [per step], "top5": [per step]}}}}``), merged so models can be trained one
 by one. :func:`analysis_utils.weights.trained_path` reads that manifest.
@@ -62,6 +63,10 @@ NUM_CLASSES = 100
 TRAIN_ARCHIVE_PATTERN = re.compile(r"^train-probe100-(\d+)\.tar\.gz$")
 VAL_ARCHIVE = "val-probe100.tar.gz"
 LOSS_TIMINGS = ("both passes", "all steps", "final step", "single output")
+SAVE_DTYPES = ("auto", "float32", "float16")
+#: the seven zoo files may take 40 MB together; with save_dtype "auto" a model whose float32
+#: file would exceed its share is stored in float16 (and loading casts it back to float32)
+ZOO_BYTES_PER_MODEL = 40e6 / 7
 
 Log = Callable[[str], None]
 
@@ -86,7 +91,7 @@ class TrainConfig:
     crop_padding: int = 4  # random 64x64 crop of the reflect-padded image
     horizontal_flip: bool = True
     seed: int = 0
-    save_dtype: str = "float32"  # or "float16" if the zoo would exceed its size limit
+    save_dtype: str = "auto"  # "float32", "float16", or "auto" (see ZOO_BYTES_PER_MODEL)
     limit_per_class: int | None = None  # smoke tests: at most this many training images
     max_classes: int | None = None  # smoke tests: only the first k probe categories
     val_per_class: int | None = None  # smoke tests: at most this many val images per class
@@ -113,9 +118,9 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise AnalysisUtilsError(
                 f"label_smoothing must lie in [0, 1), got {self.label_smoothing!r}.")
-        if self.save_dtype not in ("float32", "float16"):
+        if self.save_dtype not in SAVE_DTYPES:
             raise AnalysisUtilsError(
-                f"save_dtype must be 'float32' or 'float16', got {self.save_dtype!r}.")
+                f"save_dtype must be one of {', '.join(SAVE_DTYPES)}, got {self.save_dtype!r}.")
         if self.crop_padding < 0:
             raise AnalysisUtilsError(
                 f"crop_padding must be 0 or more pixels, got {self.crop_padding!r}.")
@@ -721,18 +726,21 @@ def train_model(name: str, *, archives: str | os.PathLike | None = None,
             f"{row['train_top1']:.1%} (step {train_steps}), {row['images_per_second']:,.0f} "
             f"images/s, lr {scheduler.get_last_lr()[0]:.2e}, {seconds:.1f} s")
 
-    # the analysed model: the card's number of steps, the trained weights loaded strictly
+    # the analysed model: the card's number of steps, the weights exactly as stored (float16
+    # rounding included), loaded strictly; the manifest's accuracy is that of the shipped file
     analysed = catalogue.build(name, scale="mini", seed=config.seed)
-    state = {key: value.detach().float().cpu() if value.is_floating_point()
+    save_dtype = _save_dtype(config.save_dtype, model)
+    state = {key: value.detach().cpu().to(save_dtype).float() if value.is_floating_point()
              else value.detach().cpu() for key, value in model.state_dict().items()}
     load_state_dict_strict(analysed, state, f"the trained {name}")
     accuracy = evaluate(analysed.to(device), val_data, preprocessing, device=device)
     wall_seconds = time.perf_counter() - started
-    path = _save(analysed, out_dir / f"{name}.safetensors", config.save_dtype)
+    path = _save(analysed, out_dir / f"{name}.safetensors", save_dtype)
     entry = {
         "sha256": file_sha256(path),
         "parameters": sum(p.numel() for p in analysed.parameters()),
         "bytes": path.stat().st_size,
+        "dtype": str(save_dtype).removeprefix("torch."),
         "config": {
             **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
             "epochs_rule": epochs_rule,
@@ -796,10 +804,18 @@ def _training_note(card, train_steps: int, analysed_steps: int) -> str:
     return "cross-entropy on the single output"
 
 
-def _save(model: torch.nn.Module, path: Path, save_dtype: str) -> Path:
+def _save_dtype(choice: str, model: torch.nn.Module) -> torch.dtype:
+    if choice == "auto":
+        float_bytes = sum(v.numel() * 4 for v in model.state_dict().values()
+                          if v.is_floating_point())
+        return torch.float16 if float_bytes > ZOO_BYTES_PER_MODEL else torch.float32
+    return torch.float16 if choice == "float16" else torch.float32
+
+
+def _save(model: torch.nn.Module, path: Path, dtype: torch.dtype) -> Path:
+    """Write the state dict as safetensors (floating tensors in ``dtype``), atomically."""
     from safetensors.torch import save_file
 
-    dtype = torch.float16 if save_dtype == "float16" else torch.float32
     state = {key: (value.detach().to("cpu", dtype) if value.is_floating_point()
                    else value.detach().cpu()).contiguous().clone()
              for key, value in model.state_dict().items()}
@@ -871,9 +887,17 @@ def train_models(names: Sequence[str], *, archives=None, out_dir=ZOO_DIR / "mini
     for name in todo:
         results[name] = train_model(name, archives=archives, out_dir=out_dir,
                                     train_data=train_data, val_data=val_data, log=log, **kwargs)
+    for name, entry in results.items():  # a compact summary at the end of the log
+        top1 = " ".join(f"{a:.3f}" for a in entry["accuracy"]["top1"])
+        speed = max(row["images_per_second"] for row in entry["history"])
+        log(f"summary {name}: {entry['epochs']} epochs, {entry['wall_seconds']:.0f} s, "
+            f"{speed:,.0f} images/s, {entry['dtype']}, top-1 per step [{top1}]")
     total = sum(e["bytes"] for e in read_manifest(out_dir)["models"].values())
     log(f"all models in {out_dir}: {total / 1e6:.2f} MB in total; this run took "
         f"{time.perf_counter() - start:.0f} s")
+    if total > 40e6:
+        log(f"warning: the files in {out_dir} take {total / 1e6:.1f} MB, more than the zoo's "
+            "40 MB; train again with --save-dtype float16")
     return results
 
 
@@ -911,7 +935,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="smoke tests: only the first k probe categories")
     parser.add_argument("--val-per-class", type=int, default=None,
                         help="smoke tests: at most this many val images per category")
-    parser.add_argument("--save-dtype", default="float32", choices=("float32", "float16"))
+    parser.add_argument("--save-dtype", default=TrainConfig.save_dtype, choices=SAVE_DTYPES,
+                        help="'auto' (default) stores a model in float16 when its float32 file "
+                             "would exceed 40 MB / 7; loading casts back to float32")
     parser.add_argument("--skip-existing", action="store_true",
                         help="skip models already in the output manifest (to resume a run)")
     parser.add_argument("--log", default=None,
@@ -951,7 +977,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.epochs is None and args.budget is None:
         raise AnalysisUtilsError("Give --epochs N (fixed) or --budget SECONDS (per model).")
-    log(f"train {' '.join(sys.argv[1:])}".strip())
+    log("train " + " ".join(f"--{key.replace('_', '-')} {value}" for key, value in
+                            vars(args).items() if value not in (None, False)))
     train_models(names, archives=args.archives, out_dir=out_dir,
                  skip_existing=args.skip_existing, log=log, epochs=args.epochs,
                  budget_seconds=args.budget, device=args.device,
