@@ -25,7 +25,6 @@ import torch
 from .errors import AnalysisUtilsError
 from .geometry import (
     _check_pair,
-    _cosine_rdm,
     _masked_mean_pct_change,
     _prototypes,
     as_labels,
@@ -156,10 +155,23 @@ class _ClassBlocks:
         return out.view(self.n_classes, self.width, *rows.shape[1:])
 
 
-def _between_change_pct(proto_before: torch.Tensor, proto_after: torch.Tensor) -> torch.Tensor:
-    """Δ Between-Proto (%) for batches of already centred prototypes [B, C, D] -> [B]."""
-    return _masked_mean_pct_change(upper_triangle(_cosine_rdm(proto_before)),
-                                   upper_triangle(_cosine_rdm(proto_after)))
+def _cosine_distances_from_gram(gram: torch.Tensor) -> torch.Tensor:
+    """Upper-triangle cosine distances [B, C (C - 1) / 2] from Gram matrices [B, C, C].
+
+    The same numbers as normalising rows (``F.normalize``, eps 1e-12) and taking ``1 - u u^T``.
+    """
+    norms = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(0).sqrt().clamp_min(1e-12)
+    return upper_triangle(1.0 - gram / (norms.unsqueeze(-1) * norms.unsqueeze(-2)))
+
+
+def _column_centred(matrix: torch.Tensor) -> torch.Tensor:
+    """``A H`` with the centring matrix H: subtract each row's mean."""
+    return matrix - matrix.mean(dim=-1, keepdim=True)
+
+
+def _double_centred(gram: torch.Tensor) -> torch.Tensor:
+    """``H G H``: the Gram matrix of the rows after subtracting their mean row."""
+    return _column_centred(gram) - _column_centred(gram).mean(dim=-2, keepdim=True)
 
 
 def _p_values(null: np.ndarray, observed: float) -> dict:
@@ -183,17 +195,24 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
     distance between centred prototypes). Null: for each permutation, in order, the study's
     paired per-exemplar swap ``swap = rng.random(N) < 0.5`` from
     ``numpy.random.default_rng(seed)`` exchanges the two states of the swapped exemplars, and
-    the statistic is recomputed. Instead of cloning and re-averaging the features, a swapped
-    prototype is the original plus the masked class mean of the differences
-    ``(X_after - X_before)``: ``P_before' = P_before + E``, ``P_after' = P_after - E`` with
-    ``E[c] = (1/n_c) sum_{i in c} swap_i (x_after_i - x_before_i)``, computed for
-    ``batch_size`` permutations at once as one batched matrix product, then the batched RDMs.
+    the statistic is recomputed.
+
+    Instead of cloning and re-averaging the features per permutation, a swapped prototype is
+    the original plus the masked class mean of the differences: ``P_before' = P_before + E``
+    and ``P_after' = P_after - E`` with ``E[c] = (1/n_c) sum_{i in c} swap_i (x_after_i -
+    x_before_i)``. For ``batch_size`` permutations at once, E is one batched matrix product
+    over classes, and the centred prototypes' Gram matrices follow from
+    ``G' = G ± (P E^T H + H E P^T) + H E E^T H`` (H the centring matrix), so only [B, C, C]
+    Gram matrices are formed per state; cosine distances come from the Gram matrices.
 
     The arithmetic runs in ``dtype`` (float64 by default, so the batched algebra adds no
-    rounding of its own; float32 is faster on a GPU) on ``device`` (default: the features'
-    device). ``batch_size`` defaults to about 64 MB of prototypes per batch. The observed value
-    is computed by the same code with no swaps. Returns a :class:`PermutationResult` with the
-    study's p-values (two-tailed ``mean(|null| >= |obs|)``, ``mean(null >= obs)``,
+    rounding of its own and the null equals a float64 loop to ~1e-12 and the study's float32
+    loop to its float32 rounding; float32 is faster, especially on a GPU, but only
+    float32-accurate) on ``device`` (default: the features' device). ``batch_size`` defaults to
+    about 512 MB of class sums ``[C, B, D]`` per batch. The observed value is computed by the
+    same code with no swaps (it equals "Δ Between-Proto (%)" of
+    :func:`analysis_utils.geometry.pair_metrics`). Returns a :class:`PermutationResult` with
+    the study's p-values (two-tailed ``mean(|null| >= |obs|)``, ``mean(null >= obs)``,
     ``mean(null <= obs)``; no +1), their ``(k + 1) / (n + 1)`` versions and the null.
     """
     if int(n_perm) != n_perm or n_perm < 1:
@@ -210,17 +229,29 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
     lab = as_labels(labels, n, device)
     Xb, Xa = Xb.to(device=device, dtype=dtype), Xa.to(device=device, dtype=dtype)
 
+    # Centred prototypes of both states and their Gram matrices G = P P^T [C, C].
     proto_before = _prototypes(Xb, lab)
     proto_after = _prototypes(Xa, lab)
     centred_before = proto_before - proto_before.mean(0, keepdim=True)
     centred_after = proto_after - proto_after.mean(0, keepdim=True)
-    blocks = _ClassBlocks(lab, n, device)
-    # differences already divided by their class size, so a masked class sum is the class mean
-    weighted_diff = blocks.blocks((Xa - Xb) / lab.counts.to(dtype)[lab.index].unsqueeze(1))
+    gram_before = centred_before @ centred_before.T
+    gram_after = centred_after @ centred_after.T
 
-    observed = float(_between_change_pct(centred_before[None], centred_after[None])[0])
-    if batch_size is None:
-        batch_size = max(1, (64 * 2**20) // (lab.n_classes * dim * Xb.element_size()))
+    # A swap adds E[c] = sum_{i in c} swap_i (x_after_i - x_before_i) / n_c to the before
+    # prototype of class c and subtracts it from the after prototype; centring subtracts the
+    # class mean of E. With the differences already divided by their class size, the class
+    # sums become one batched product over classes. The cross terms P E^T are built from
+    # Q = P (weighted differences)^T [C, N], so no [B, C, D] product per state is needed.
+    blocks = _ClassBlocks(lab, n, device)
+    weighted_diff = (Xa - Xb) / lab.counts.to(dtype)[lab.index].unsqueeze(1)
+    diff_blocks = blocks.blocks(weighted_diff)  # [C, n_max, D]
+    cross_before_blocks = blocks.blocks(weighted_diff @ centred_before.T).transpose(1, 2)
+    cross_after_blocks = blocks.blocks(weighted_diff @ centred_after.T).transpose(1, 2)
+
+    observed = float(_masked_mean_pct_change(_cosine_distances_from_gram(gram_before[None]),
+                                             _cosine_distances_from_gram(gram_after[None]))[0])
+    if batch_size is None:  # about 512 MB for the [C, B, D] class sums, at most 1024 perms
+        batch_size = min(1024, max(1, 2**29 // (lab.n_classes * dim * Xb.element_size())))
     batch_size = int(batch_size)
 
     rng = np.random.default_rng(seed)
@@ -229,11 +260,17 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
         count = min(batch_size, int(n_perm) - start)
         swap = torch.from_numpy(swap_masks(rng, count, n)).to(device=device, dtype=dtype)
         swap_blocks = blocks.blocks(swap.T)  # [C, n_max, B]
-        shift = torch.bmm(swap_blocks.transpose(1, 2), weighted_diff)  # [C, B, D]
-        shift = shift.transpose(0, 1)  # [B, C, D]
-        shift = shift - shift.mean(1, keepdim=True)
-        null[start:start + count] = _between_change_pct(
-            centred_before + shift, centred_after - shift
+        shift = torch.bmm(swap_blocks.transpose(1, 2), diff_blocks)  # [C, B, D]: E per perm
+        shift = shift.transpose(0, 1)  # [B, C, D], a strided view
+        shift_gram = _double_centred(torch.matmul(shift, shift.transpose(1, 2)))  # Ẽ Ẽ^T
+        # P_centred E^T, then centred over E's class: [C', C, B] -> [B, C, C']
+        cross_before = _column_centred(torch.bmm(cross_before_blocks, swap_blocks).permute(2, 1, 0))
+        cross_after = _column_centred(torch.bmm(cross_after_blocks, swap_blocks).permute(2, 1, 0))
+        swapped_before = gram_before + cross_before + cross_before.transpose(1, 2) + shift_gram
+        swapped_after = gram_after - cross_after - cross_after.transpose(1, 2) + shift_gram
+        null[start:start + count] = _masked_mean_pct_change(
+            _cosine_distances_from_gram(swapped_before),
+            _cosine_distances_from_gram(swapped_after),
         ).cpu().numpy()
 
     return PermutationResult(observed=observed, **_p_values(null, observed), null=null,
