@@ -76,6 +76,15 @@ TEST_MODELS = {  # name: loss timing, steps, preprocessing, a BatchNorm per step
 
 
 @pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors run fastest on one thread (two threads on a busy machine spin-wait)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", autouse=True)
 def tiny_models():
     catalogue.names()  # import the families first
     for name, (timing, steps, prep, per_step) in TEST_MODELS.items():
