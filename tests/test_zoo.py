@@ -50,6 +50,15 @@ def test_each_file_matches_its_hash_and_loads_strictly(name):
     assert any(differs)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: on a shared CPU two threads spin-wait (ConvRNN ran 10x slower with two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def probe_subset():
     """A fixed 500-image subset of the real tiny probe: the first 5 val images per category."""
