@@ -365,6 +365,24 @@ def rendered_with(params: ChapterParameters, probe=None) -> str:
     return "\n".join(lines)
 
 
+def features_summary(features: dict, metadata: dict):
+    """One row per model and readout: shape [T, N, D], whether it came from the feature cache,
+    and the seconds ``extract.features`` took (a table each chapter shows after extraction)."""
+    import pandas as pd
+
+    rows = []
+    for name, readouts in features.items():
+        meta = metadata.get(name, {})
+        from_cache = meta.get("cache", {}).get("from_cache", {})
+        for readout, values in readouts.items():
+            rows.append({"model": name, "readout": readout,
+                         "steps T": int(values.shape[0]), "images N": int(values.shape[1]),
+                         "units D": int(values.shape[2]),
+                         "from cache": bool(from_cache.get(readout, False)),
+                         "seconds": round(float(meta.get("seconds", float("nan"))), 2)})
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- make book
 
 

@@ -24,13 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import to_rgb  # noqa: E402
-from scipy.stats import gaussian_kde  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import to_rgb
+from scipy.stats import gaussian_kde
 
 #: the study's neutral colours for the Fig. 1 panels
 GREY_FILL = "#cccccc"
@@ -142,17 +139,15 @@ def plot_unrolling(name: str, first_step: Mapping[str, int | None], n_steps: int
     ax.set_xlim(0.4, n_steps + 0.6)
     ax.set_ylim(len(areas) - 0.4, -1.2)
     ax.set_yticks(range(len(areas)), areas)
-    ax.set_xticks(range(1, n_steps + 1),
-                  [card.step_label(t).replace("pass ", "") for t in range(1, n_steps + 1)])
+    ax.set_xticks(range(1, n_steps + 1), [str(t) for t in range(1, n_steps + 1)])
     ax.set_xlabel("pass" if card.step_unit == "pass" else "time step t")
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.tick_params(length=0)
     title = f"{card.display_name}: {card.recurrence}, {card.mechanism}"
-    ax.set_title(titled(title, note), fontsize=9, loc="left")
     if feedback:
-        ax.text(0.0, -0.02, feedback, transform=ax.transAxes, ha="left", va="top",
-                fontsize=7, style="italic", color="#444444", wrap=True)
+        title += f"\n{feedback}"
+    ax.set_title(titled(title, note), fontsize=9, loc="left")
     return fig
 
 

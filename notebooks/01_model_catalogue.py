@@ -26,7 +26,7 @@ probe = "tiny"  # "tiny" (Tiny-ImageNet val) or "imagenet" (the study's ImageNet
 data_dir = None  # folder with the probe images; None: $ANALYSIS_UTILS_DATA or the user cache
 models = None  # None for every catalogue model, or a comma-separated list such as "lrm3,bl"
 readouts = "penult,logits"
-baseline = None  # step overrides such as "lrm3=1,bl=2"; None keeps each card's states
+baseline = None  # step overrides such as "lrm3=1,bl=2"; None keeps the states on each card
 after = None
 n_perm = 10000  # permutations of the global test (chapter 2)
 seed = 0  # seed of untrained weights
@@ -127,10 +127,11 @@ for name, (first, n_steps, shown) in unrolling.items():
 # other chapters reuse them.
 
 # %%
-features = {}
+features, extraction = {}, {}
 for name in P.models:
-    features[name], _ = extract.features(name, probe_set, readouts=P.readouts, progress=False,
-                                         **P.extract_kwargs())
+    features[name], extraction[name] = extract.features(
+        name, probe_set, readouts=P.readouts, progress=False, **P.extract_kwargs())
+display(book.features_summary(features, extraction))
 labels = probe_set.labels
 class_index = probe_set.class_index(P.scale)
 

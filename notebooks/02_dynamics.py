@@ -27,7 +27,7 @@ probe = "tiny"  # "tiny" (Tiny-ImageNet val) or "imagenet" (the study's ImageNet
 data_dir = None  # folder with the probe images; None: $ANALYSIS_UTILS_DATA or the user cache
 models = None  # None for every catalogue model, or a comma-separated list such as "lrm3,bl"
 readouts = "penult,logits"
-baseline = None  # step overrides such as "lrm3=1,bl=2"; None keeps each card's states
+baseline = None  # step overrides such as "lrm3=1,bl=2"; None keeps the states on each card
 after = None
 n_perm = 10000  # permutations of the global test
 seed = 0  # seed of untrained weights
@@ -54,16 +54,13 @@ PERMUTATION_SEED = 42  # the study's seed for the permutation test
 display(Markdown(book.rendered_with(P, probe_set)))
 
 # %%
-features = {}
+features, extraction = {}, {}
 for name in P.models:
-    features[name], _ = extract.features(name, probe_set, readouts=P.readouts, progress=False,
-                                         **P.extract_kwargs())
+    features[name], extraction[name] = extract.features(
+        name, probe_set, readouts=P.readouts, progress=False, **P.extract_kwargs())
+display(book.features_summary(features, extraction))
 labels = probe_set.labels
 recurrent = [name for name in P.models if catalogue.card(name).recurrent]
-display(Markdown(
-    f"Features of {len(P.models)} models from the shared cache; recurrent models: "
-    f"{', '.join(catalogue.card(n).display_name for n in recurrent) or 'none'}."
-))
 
 # %% [markdown]
 # ## Geometry at every step
@@ -137,6 +134,8 @@ if pair_rows:
                                          title=f"{readout}: change from step 1")
         display(fig)
         plotting.plt.close(fig)
+else:
+    display(Markdown("No recurrent model is among this run's models."))
 
 # %% [markdown]
 # ## Table 2: baseline vs after at each model's headline readout

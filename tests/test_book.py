@@ -1,0 +1,263 @@
+"""The book: parameter checks, the rendered-with header, the output and HTML checks, and every
+chapter executed under papermill with tiny parameters (on the real tiny probe, when present)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis_utils import book
+from analysis_utils.errors import AnalysisUtilsError
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def check(**overrides):
+    params = {"weights": "untrained", **overrides}
+    return book.check_parameters(**params)
+
+
+# ------------------------------------------------------------------ parameter validation
+
+
+def test_defaults_give_every_model_and_both_stages():
+    params = check()
+    from analysis_utils import catalogue
+
+    assert params.models == tuple(catalogue.names())
+    assert params.readouts == ("penult", "logits")
+    assert params.untrained and "UNTRAINED" in params.weights_label()
+
+
+def test_comma_strings_as_papermill_passes_them():
+    params = check(models="lrm3, bl", baseline="lrm3=2", after="bl=4", n_perm=7, seed=3)
+    assert params.models == ("lrm3", "bl")
+    assert params.state_step("lrm3", "baseline") == 2
+    assert params.state_step("lrm3", "after") == 3  # the card's after step is kept
+    assert params.state_step("bl", "after") == 4
+    assert params.n_perm == 7 and params.seed == 3
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"scale": "huge"}, "scale must be one of"),
+    ({"weights": "pretrained"}, "weights must be one of"),
+    ({"weights": "official"}, "only at full scale"),
+    ({"probe": "cifar"}, "probe must be one of"),
+    ({"probe": "imagenet"}, "needs full-scale models"),
+    ({"models": "lrm3,resnet"}, "Unknown model 'resnet'"),
+    ({"models": "bl,bl"}, "twice"),
+    ({"models": ""}, "models is empty"),
+    ({"readouts": "logits"}, "must include 'penult'"),
+    ({"readouts": "penult,logits,V1", "models": "lrm3"}, "does not exist for 'lrm3'"),
+    ({"after": "lrm3=4"}, "steps are 1..3"),
+    ({"after": "lrm3=0"}, "steps are 1..3"),
+    ({"baseline": "lrm3:2"}, "model=step"),
+    ({"baseline": "cornet_rt=1", "models": "lrm3,bl,alexnet"}, "not among the chapter's models"),
+    ({"n_perm": 0}, "n_perm must be an integer of at least 1"),
+    ({"n_perm": "100"}, "n_perm must be an integer"),
+    ({"seed": -1}, "seed must be an integer of at least 0"),
+    ({"images_per_category": 51}, "at most 50"),
+    ({"images_per_category": 1}, "at least 2"),
+    ({"device": "gpu"}, "device must be"),
+    ({"data_dir": "/nonexistent/probe/folder"}, "is not a folder"),
+])
+def test_each_mistake_gets_one_clear_sentence(overrides, words):
+    with pytest.raises(AnalysisUtilsError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        check(**overrides)
+
+
+def test_cuda_request_without_cuda_is_refused():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(AnalysisUtilsError, match="CUDA is not available"):
+        check(device="cuda")
+
+
+def test_trained_weights_absent_says_how_to_build_untrained(monkeypatch):
+    monkeypatch.setattr(book, "missing_trained", lambda models, scale="mini": ["lrm3"])
+    with pytest.raises(AnalysisUtilsError, match='PARAMS="-p weights untrained"'):
+        book.check_parameters(weights="trained", models="lrm3,bl")
+    assert book.preflight(["-p", "weights", "trained"]) == 2
+    assert book.preflight(["-p", "weights", "untrained"]) == 0
+
+
+def test_seed_and_count_parameters():
+    assert book.check_seeds("0, 1,2", "untrained_seeds") == (0, 1, 2)
+    for bad in ("0", "0,0", "0,x", "-1,2"):
+        with pytest.raises(AnalysisUtilsError, match="untrained_seeds"):
+            book.check_seeds(bad, "untrained_seeds")
+    assert book.check_count(5, "n_boot") == 5
+    with pytest.raises(AnalysisUtilsError, match="n_boot"):
+        book.check_count(0, "n_boot")
+
+
+def test_papermill_params_are_parsed_in_pairs():
+    argv = ["-p", "scale", "mini", "-p", "weights", "untrained", "--log-output"]
+    assert book.parse_papermill_params(argv) == {"scale": "mini", "weights": "untrained"}
+    with pytest.raises(AnalysisUtilsError, match="needs a name and a value"):
+        book.parse_papermill_params(["-p", "weights"])
+
+
+def test_header_names_scale_weights_probe_and_versions():
+    trained = book.rendered_with(check(weights="untrained", seed=4, models="lrm3,bl"))
+    assert "UNTRAINED" in trained and "seed 4" in trained
+    assert "scale `mini`" in trained and "probe `tiny`" in trained
+    assert "torch" in trained and "numpy" in trained and "lrm3, bl" in trained
+
+
+# ------------------------------------------------------------------ output and HTML checks
+
+
+def _notebook(path: Path, outputs: list) -> Path:
+    cells = [
+        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "x = 1",
+         "outputs": [], "execution_count": 1},
+        {"cell_type": "code", "metadata": {}, "source": "print(x)", "outputs": outputs,
+         "execution_count": 2},
+    ]
+    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
+                                "nbformat_minor": 5}))
+    return path
+
+
+def test_check_outputs_flags_cells_without_outputs_and_errors(tmp_path):
+    good = _notebook(tmp_path / "good.ipynb", [{"output_type": "stream", "name": "stdout",
+                                                 "text": "1\n"}])
+    empty = _notebook(tmp_path / "empty.ipynb", [])
+    failed = _notebook(tmp_path / "failed.ipynb", [{"output_type": "error", "ename": "E",
+                                                     "evalue": "", "traceback": []}])
+    assert book.check_outputs([good]) == []
+    assert "has no outputs" in book.check_outputs([empty])[0]
+    assert "raised an error" in book.check_outputs([failed])[0]
+
+
+def _site(root: Path, broken: bool) -> Path:
+    (root / "book" / "notebooks").mkdir(parents=True)
+    (root / "_static").mkdir()
+    (root / "_static" / "fig.png").write_bytes(_png())
+    (root / "index.html").write_text(
+        '<html><head><title>Book</title></head><body><a href="book/notebooks/02_dynamics.html">'
+        "chapter</a></body></html>")
+    target = "missing.html" if broken else "#results"
+    (root / "book" / "notebooks" / "02_dynamics.html").write_text(
+        '<html><head><title>Dynamics</title></head><body><h1 id="results">Results</h1>'
+        f'<img src="../../_static/fig.png"><a href="{target}">link</a></body></html>')
+    return root
+
+
+def _png() -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1], [0, 1])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def test_broken_links_are_found(tmp_path):
+    assert book.broken_links(_site(tmp_path / "good", broken=False)) == []
+    problems = book.broken_links(_site(tmp_path / "bad", broken=True))
+    assert problems == ["book/notebooks/02_dynamics.html: broken link missing.html"]
+
+
+@pytest.mark.slow
+def test_check_html_in_headless_chromium(tmp_path):
+    if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    site = _site(tmp_path / "site", broken=False)
+    shots = tmp_path / "shots"
+    assert book.check_html(site, shots) == []
+    assert (shots / "index.png").stat().st_size > 1000
+    assert (shots / "02_dynamics.png").stat().st_size > 1000
+    # a chapter whose figure file is gone fails the check
+    (site / "_static" / "fig.png").unlink()
+    problems = book.check_html(site, shots)
+    assert any("figure" in p and "missing" in p for p in problems)
+
+
+# ------------------------------------------------------------------ chapters under papermill
+
+
+def test_every_chapter_has_one_parameters_cell_with_the_shared_parameters():
+    import jupytext
+
+    shared = {"scale", "weights", "probe", "data_dir", "models", "readouts", "baseline",
+              "after", "n_perm", "seed", "device", "cache_dir", "images_per_category"}
+    assert [c.stem for c in CHAPTERS] == list(book.CHAPTERS)
+    for chapter in CHAPTERS:
+        notebook = jupytext.read(chapter)
+        tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, chapter.name
+        first_code = next(c for c in notebook.cells if c.cell_type == "code")
+        assert first_code is tagged[0], f"{chapter.name}: the parameters cell must come first"
+        names = {line.split("=")[0].strip() for line in tagged[0].source.splitlines()
+                 if "=" in line and not line.startswith("#")}
+        assert shared <= names, f"{chapter.name} lacks {sorted(shared - names)}"
+
+
+def _probe_dir() -> str | None:
+    data = os.environ.get("ANALYSIS_UTILS_DATA")
+    if data and (Path(data) / "tiny-imagenet-200").is_dir():
+        return data
+    return None
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", [c.stem for c in CHAPTERS])
+def test_chapter_runs_under_papermill(chapter, tmp_path, tiny_cache):
+    """Each chapter executes with tiny parameters, shows outputs in every code cell, says that
+    the models are untrained, and fails loudly on a bad parameter."""
+    if _probe_dir() is None:
+        pytest.skip("ANALYSIS_UTILS_DATA does not hold tiny-imagenet-200/ (CI unpacks it)")
+    import papermill
+    import jupytext
+
+    source = tmp_path / f"{chapter}.src.ipynb"
+    jupytext.write(jupytext.read(ROOT / "notebooks" / f"{chapter}.py"), source)
+    output = tmp_path / f"{chapter}.ipynb"
+    parameters = {"weights": "untrained", "images_per_category": 3, "n_perm": 20,
+                  "models": "lrm3,bl,cornet_rt", "cache_dir": str(tiny_cache),
+                  "data_dir": _probe_dir(), "device": "cpu"}
+    if chapter == "03_orthogonality":
+        parameters["untrained_seeds"] = "0,1"
+    if chapter == "04_cross_model_rsa":
+        parameters["n_boot"] = 20
+    papermill.execute_notebook(str(source), str(output), parameters=parameters,
+                               kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    assert book.check_outputs([output]) == []
+    text = output.read_text()
+    assert "UNTRAINED" in text
+    assert "image/png" in text  # at least one figure
+
+    bad = tmp_path / f"{chapter}.bad.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError, match="Unknown model 'resnet'"):
+        papermill.execute_notebook(str(source), str(bad),
+                                   parameters={**parameters, "models": "lrm3,resnet"},
+                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+
+
+def test_book_command_line_reports_unknown_commands():
+    result = subprocess.run([sys.executable, "-m", "analysis_utils.book", "frobnicate"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "Unknown command" in result.stderr
