@@ -230,8 +230,8 @@ def test_chapter_runs_under_papermill(chapter, tmp_path, tiny_cache):
     the models are untrained, and fails loudly on a bad parameter."""
     if _probe_dir() is None:
         pytest.skip("ANALYSIS_UTILS_DATA does not hold tiny-imagenet-200/ (CI unpacks it)")
-    import papermill
     import jupytext
+    import papermill
 
     source = tmp_path / f"{chapter}.src.ipynb"
     jupytext.write(jupytext.read(ROOT / "notebooks" / f"{chapter}.py"), source)
