@@ -958,6 +958,8 @@ def main(args: argparse.Namespace) -> int:
         names = list(ZOO_MODELS)
     else:
         names = [n.strip() for n in args.model.split(",") if n.strip()]
+    for name in names:
+        catalogue.card(name)  # an unknown name fails before anything is written
     shards = None
     if args.shards:
         try:
