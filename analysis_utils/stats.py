@@ -208,8 +208,9 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
     The arithmetic runs in ``dtype`` (float64 by default, so the batched algebra adds no
     rounding of its own and the null equals a float64 loop to ~1e-12 and the study's float32
     loop to its float32 rounding; float32 is about 1.5-3x faster on this CPU and more on a GPU,
-    but carries float32 rounding, amplified when the states differ by a large common shift) on ``device`` (default: the features' device). ``batch_size`` defaults to
-    about 512 MB of class sums ``[C, B, D]`` per batch. The observed value is computed by the
+    but carries float32 rounding, amplified when the states differ by a large common shift)
+    on ``device`` (default: the features' device). ``batch_size`` defaults to about 512 MB of
+    class sums ``[C, B, D]`` per batch. The observed value is computed by the
     same code with no swaps (it equals "Δ Between-Proto (%)" of
     :func:`analysis_utils.geometry.pair_metrics`). Returns a :class:`PermutationResult` with
     the study's p-values (two-tailed ``mean(|null| >= |obs|)``, ``mean(null >= obs)``,
