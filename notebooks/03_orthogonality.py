@@ -28,7 +28,7 @@ probe = "tiny"  # "tiny" (Tiny-ImageNet val) or "imagenet" (the study's ImageNet
 data_dir = None  # folder with the probe images; None: $ANALYSIS_UTILS_DATA or the user cache
 models = None  # None for every catalogue model, or a comma-separated list such as "lrm3,bl"
 readouts = "penult,logits"
-baseline = None  # step overrides such as "lrm3=1,bl=2"; None keeps the states on each card
+baseline = None  # per-model step overrides (see Methods); None keeps the states on each card
 after = None
 n_perm = 10000  # not used in this chapter; kept so one PARAMS line serves every chapter
 seed = 0  # seed of untrained weights
@@ -36,6 +36,7 @@ device = "auto"
 cache_dir = None  # the feature cache; None: $ANALYSIS_UTILS_CACHE or the user cache
 images_per_category = None  # None: all 50; fewer for a quick run
 untrained_seeds = "0,1,2"  # seeds of the untrained reference networks
+reference_images_per_category = 10  # images per category for the comparison with untrained seeds
 
 # %%
 import numpy as np
@@ -51,10 +52,16 @@ P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=da
 SEEDS = book.check_seeds(untrained_seeds, "untrained_seeds")
 probe_set = probes.load(P.probe, data_dir=P.data_dir,
                         images_per_category=P.images_per_category or 50)
+REFERENCE_K = min(book.check_count(reference_images_per_category,
+                                   "reference_images_per_category", minimum=2),
+                  probe_set.images_per_category)
 plotting.apply_style()
 NOTE = P.weights_label()
 display(Markdown(book.rendered_with(P, probe_set)))
-display(Markdown(f"Untrained reference: seeds {', '.join(map(str, SEEDS))} of every model."))
+display(Markdown(
+    f"Untrained reference: seeds {', '.join(map(str, SEEDS))} of every model, on the first "
+    f"{REFERENCE_K} images of each category; every comparison with them uses those same images."
+))
 
 # %%
 labels = probe_set.labels
@@ -63,16 +70,25 @@ for name in P.models:
     features[name], extraction[name] = extract.features(
         name, probe_set, readouts=P.readouts, progress=False, **P.extract_kwargs())
 display(book.features_summary(features, extraction))
+# The comparison with untrained networks uses the first REFERENCE_K images of each category
+# (probe order is category, then file), for the chapter's models and the untrained seeds alike.
+per_category = probe_set.images_per_category
+keep = [i for i in range(len(probe_set)) if i % per_category < REFERENCE_K]
+reference_probe = (probe_set if REFERENCE_K == per_category
+                   else probe_set.subset(REFERENCE_K))
+reference_labels = labels[keep]
+compared = {name: {r: X[:, keep] for r, X in features[name].items()} for name in P.models}
 reference = {}  # {seed: {model: features}} of the untrained networks
 for s in SEEDS:
     kwargs = {**P.extract_kwargs(), "weights": "untrained", "seed": s}
-    reference[s] = {name: extract.features(name, probe_set, readouts=("penult", "logits"),
-                                           progress=False, **kwargs)[0]
+    reference[s] = {name: extract.features(name, reference_probe,
+                                           readouts=("penult", "logits"), progress=False,
+                                           **kwargs)[0]
                     for name in P.models}
 
 
-def between(X):
-    """The 4950 raw between-prototype cosine distances of features [N, D] (or [T, pairs])."""
+def between(X, labels=labels):
+    """The raw between-prototype cosine distances of features [N, D] (or [T, pairs])."""
     return geometry.upper_triangle(geometry.cosine_rdm(geometry.prototypes(X, labels))).numpy()
 
 
@@ -117,15 +133,17 @@ display(pd.DataFrame(summary_rows).round(3).style.hide(axis="index").format(prec
 # For each recurrent model, the decision-stage distribution at every step (colour: from the
 # baseline colour at step 1 to the after colour at the last step). The grey band is the range
 # of the same density over the untrained seeds: where the trained distribution lies inside the
-# band, the architecture alone explains it.
+# band, the architecture alone explains it. Both are computed on the same reference images
+# (the first images of each category, see above), so their prototypes are equally noisy.
 
 # %%
 for name in P.models:
     card = catalogue.card(name)
     if not card.recurrent:
         continue
-    steps = between(features[name]["logits"])
-    untrained = np.stack([between(reference[s][name]["logits"]) for s in SEEDS])
+    steps = between(compared[name]["logits"], reference_labels)
+    untrained = np.stack([between(reference[s][name]["logits"], reference_labels)
+                          for s in SEEDS])
     fig = plotting.plot_ridge_over_steps(name, steps, note=NOTE, readout="logits",
                                          reference=untrained)
     display(fig)
@@ -165,7 +183,7 @@ def ortho_table(source, tag):
     for name in P.models:
         for readout in ("penult", "logits"):
             X = source[name][readout]
-            values = geometry.orthogonality(X, labels)
+            values = geometry.orthogonality(X, reference_labels)
             table = pd.DataFrame({k: np.atleast_1d(values[k]) for k in ORTHO})
             table.insert(0, "step", np.arange(1, X.shape[0] + 1))
             table.insert(0, "readout", readout)
@@ -176,7 +194,7 @@ def ortho_table(source, tag):
     return pd.concat(rows, ignore_index=True).rename(columns=ORTHO)
 
 
-observed = ortho_table(features, NOTE)
+observed = ortho_table(compared, NOTE)
 untrained = pd.concat([ortho_table(reference[s], f"untrained seed {s}") for s in SEEDS],
                       ignore_index=True)
 for readout in ("logits", "penult"):

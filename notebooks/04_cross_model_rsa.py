@@ -29,7 +29,7 @@ probe = "tiny"  # "tiny" (Tiny-ImageNet val) or "imagenet" (the study's ImageNet
 data_dir = None  # folder with the probe images; None: $ANALYSIS_UTILS_DATA or the user cache
 models = None  # None for every catalogue model, or a comma-separated list such as "lrm3,bl"
 readouts = "penult,logits"
-baseline = None  # step overrides such as "lrm3=1,bl=2"; None keeps the states on each card
+baseline = None  # per-model step overrides (see Methods); None keeps the states on each card
 after = None
 n_perm = 10000  # not used in this chapter; kept so one PARAMS line serves every chapter
 seed = 0  # seed of untrained weights
