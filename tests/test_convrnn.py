@@ -398,3 +398,27 @@ def test_cell_step_matches_the_spec_equations_written_in_tensorflow(tf):
     back = lambda x: torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)  # noqa: E731
     torch.testing.assert_close(new_c, back(ref_c), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(new_h, back(ref_h), atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- shortcuts
+
+
+@pytest.mark.parametrize("options", [{}, {"presentation": "constant"}, {"image_off": 3}])
+def test_shared_steps_give_the_plain_loops_features(options):
+    """Batch-1 image-independent values and reused memoryless outputs change no number beyond
+    the convolutions' batch-size-dependent float32 rounding (the plain loop itself differs by
+    as much between batch sizes); conv1, computed from the same input, is bitwise equal."""
+    model = mini(**options)
+    x = images(3, seed=4)
+    assert model.shared_steps
+    shared = run(model, x)
+    model.shared_steps = False
+    plain = run(model, x)
+    assert set(shared) == set(plain) == set(convrnn.READOUTS)
+    for name in plain:
+        assert shared[name].shape == plain[name].shape == (17, 3, shared[name].shape[2]), name
+        torch.testing.assert_close(shared[name], plain[name], rtol=1e-5, atol=1e-6)
+    assert torch.equal(shared["conv1"], plain["conv1"])
+    # before the image reaches them, the shared rows are broadcast to every image
+    assert torch.equal(shared["conv10"][:9, 0], shared["conv10"][:9, 2])
+    assert not torch.equal(shared["conv10"][9, 0], shared["conv10"][9, 2])

@@ -50,7 +50,7 @@ from .. import preprocess
 from ..catalogue import ModelCard, register
 from ..errors import AnalysisUtilsError, choice_error
 from ..weights import OfficialWeights, file_sha256, weights_cache_dir
-from .base import StepRecorder, TimeResolvedModel, load_state_dict_strict
+from .base import StepRecorder, TimeResolvedModel, global_average, load_state_dict_strict
 
 CONV_NODES = tuple(f"conv{k}" for k in range(1, 11))
 CELL_NODES = CONV_NODES[3:]  # conv4 .. conv10
@@ -283,6 +283,9 @@ class ConvRNN(TimeResolvedModel):
         self.readout = nn.Module()
         self.readout.fc = nn.Linear(config.widths[-1], config.num_classes)
         self.sizes = self._output_sizes(config.input_size)
+        #: compute image-independent values once with batch 1 and reuse unchanged memoryless
+        #: outputs (see ``_readouts``); False runs the plain loop, for tests and benchmarks
+        self.shared_steps = True
 
     def nodes(self) -> tuple[ConvNode, ...]:
         return tuple(getattr(self, name) for name in CONV_NODES)
@@ -309,22 +312,41 @@ class ConvRNN(TimeResolvedModel):
             )
 
     def _readouts(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """The time loop, with two shortcuts that change no number (``shared_steps=True``):
+
+        - image-independent values (the zero stand-ins, the blank frame and everything computed
+          only from them, e.g. conv K before step K) are held once, with batch size 1, and
+          broadcast where they meet image-driven values; every operation is per image, so each
+          image's numbers are those of the plain loop;
+        - a memoryless node (conv1 .. conv3) that reads the very tensor it read at the previous
+          step returns its previous output instead of computing it again (conv1 reads the same
+          image for t = 1..image_off, so conv2 and conv3 then read the same input as well).
+
+        ``shared_steps=False`` runs the plain loop: batch N everywhere, every node every step.
+        """
         self._check_input(x)
         recorder = StepRecorder(names)
         batch = x.shape[0]
-        blank = torch.full_like(x, BLANK_VALUE)
+        shared = 1 if self.shared_steps else batch
+        blank = x.new_full((shared, *x.shape[1:]), BLANK_VALUE)
         nodes = self.nodes()
         # step 1 (official t=0): every predecessor output and every state is zero
-        outputs = {node.name: x.new_zeros(batch, node.out_channels, self.sizes[node.name],
+        outputs = {node.name: x.new_zeros(shared, node.out_channels, self.sizes[node.name],
                                           self.sizes[node.name]) for node in nodes}
         states = {}
         input_size = self.config.input_size
         for node in nodes:
             if node.cell is not None:
                 size = node.cell_size(input_size)
-                states[node.name] = (x.new_zeros(batch, self.config.cell_depth, size, size),
-                                     x.new_zeros(batch, node.out_channels, size, size))
+                states[node.name] = (x.new_zeros(shared, self.config.cell_depth, size, size),
+                                     x.new_zeros(shared, node.out_channels, size, size))
             input_size = self.sizes[node.name]
+        last_call: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # memoryless: (u, output)
+
+        def record(name: str, value: torch.Tensor) -> None:
+            if recorder.wants(name):  # pool the shared row once, then broadcast it
+                recorder.add(name, global_average(value).expand(batch, -1))
+
         for step in range(1, self.n_steps + 1):
             new_outputs, new_states = {}, {}
             for node in nodes:
@@ -333,20 +355,28 @@ class ConvRNN(TimeResolvedModel):
                     u = x if self.shows_image(step) else blank
                 else:
                     u = outputs[source]
+                if self.shared_steps and node.cell is None and node.name in last_call \
+                        and last_call[node.name][0] is u:
+                    new_outputs[node.name] = last_call[node.name][1]
+                    continue
                 feedback = None
                 if node.feedback:
                     size = u.shape[-2:]
-                    feedback = torch.cat([_resize(outputs[s], size) for s in node.feedback], 1)
+                    parts = [_resize(outputs[s], size) for s in node.feedback]
+                    rows = max(part.shape[0] for part in parts)
+                    feedback = torch.cat([part.expand(rows, -1, -1, -1) for part in parts], 1)
                 new_outputs[node.name], state = node(u, feedback, states.get(node.name))
                 if state is not None:
                     new_states[node.name] = state
+                else:
+                    last_call[node.name] = (u, new_outputs[node.name])
             # imnetds reads conv10 of the previous step, like every other edge
             if recorder.wants("logits"):
-                recorder.add("logits", self.readout.fc(outputs["conv10"].mean(dim=(2, 3))))
+                record("logits", self.readout.fc(outputs["conv10"].mean(dim=(2, 3))))
             outputs, states = new_outputs, new_states  # swap in after every node has stepped
             for name in CONV_NODES:
-                recorder.add(name, outputs[name])
-            recorder.add("penult", outputs["conv10"])
+                record(name, outputs[name])
+            record("penult", outputs["conv10"])
         return recorder.stacked()
 
 
