@@ -149,9 +149,9 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom = _same_padding(x.shape[2], self.kernel_size[0], self.stride[0])
         left, right = _same_padding(x.shape[3], self.kernel_size[1], self.stride[1])
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
-        return super().forward(x)
+        if top == bottom and left == right:  # symmetric (odd kernels at stride 1): no copy
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), 1, self.groups)
+        return super().forward(F.pad(x, (left, right, top, bottom)))
 
 
 class SeparableConv2d(nn.Module):
@@ -242,7 +242,13 @@ class ConvNode(nn.Module):
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         # TF SAME 2x2/2 max-pool == ceil mode (the padded pixel is never the maximum)
-        return F.max_pool2d(x, 2, 2, ceil_mode=True) if self.pooled else x
+        if not self.pooled:
+            return x
+        if x.shape[2] % 2 or x.shape[3] % 2:
+            return F.max_pool2d(x, 2, 2, ceil_mode=True)
+        # even sizes: the maximum of the four pixels of each window, without pooling indices
+        return torch.maximum(torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]),
+                             torch.maximum(x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]))
 
     def forward(self, u: torch.Tensor, feedback: torch.Tensor | None,
                 state: tuple[torch.Tensor, torch.Tensor] | None):
