@@ -374,3 +374,14 @@ def test_keras_model_saved_by_keras_matches(tmp_path):
     assert actual.shape == expected.shape == (steps, 2, config.num_classes)
     assert expected.std() > 0.1  # non-trivial logits, so the comparison means something
     np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (2, 3)])
+def test_max_pool_2x2_equals_torch_max_pool_with_floor(size):
+    x = torch.randn(3, 5, *size, generator=torch.Generator().manual_seed(1))
+    x[0, 0, 0, 0] = float("nan")
+    pooled = b_bl.max_pool_2x2(x)
+    expected = torch.nn.functional.max_pool2d(x, 2, 2)
+    assert pooled.shape == expected.shape
+    assert torch.equal(pooled.nan_to_num(nan=-99.0), expected.nan_to_num(nan=-99.0))
+    assert pooled[0, 0, 0, 0].isnan()

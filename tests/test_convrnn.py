@@ -422,3 +422,12 @@ def test_shared_steps_give_the_plain_loops_features(options):
     # before the image reaches them, the shared rows are broadcast to every image
     assert torch.equal(shared["conv10"][:9, 0], shared["conv10"][:9, 2])
     assert not torch.equal(shared["conv10"][9, 0], shared["conv10"][9, 2])
+
+
+@pytest.mark.parametrize("size", [8, 7, 2])
+def test_node_pool_equals_ceil_mode_max_pool(size):
+    """The 2x2 pool of even maps (four-pixel maximum) equals TF SAME = ceil-mode max-pool."""
+    node = mini().conv2
+    x = torch.randn(3, 4, size, size, generator=torch.Generator().manual_seed(2))
+    expected = torch.nn.functional.max_pool2d(x, 2, 2, ceil_mode=True)
+    assert torch.equal(node.pool(x), expected)

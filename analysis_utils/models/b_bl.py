@@ -92,6 +92,16 @@ CONFIGS = {
 }
 
 
+def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max-pool with stride 2, 'valid' (an odd last row or column is dropped), as
+    ``nn.MaxPool2d(2, 2)``: the maximum of each window's four pixels, without pooling indices
+    (several times faster on CPU, and exactly equal)."""
+    height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :height, :width]
+    return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                         torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
 class BLLayer(nn.Module):
     """One layer's convolutions: bottom-up, and lateral for BL (both without bias)."""
 
@@ -132,7 +142,7 @@ class BLNet(TimeResolvedModel):
                           for c in config.channels)
             for _ in range(norm_steps)
         )
-        self.pool = nn.MaxPool2d(2, 2)  # Keras MaxPool2D(2): stride 2, 'valid' (floor)
+        self.pool = max_pool_2x2  # Keras MaxPool2D(2): stride 2, 'valid' (floor)
         self.readout = nn.Linear(config.channels[-1], config.num_classes)
         self.reset_parameters()
 
