@@ -554,7 +554,8 @@ def check_html(html_dir: str | os.PathLike, screenshots: str | os.PathLike = "sc
     index_dom = render_page(index, screenshots / "index.png")
     if "<title>" not in index_dom.lower() and "<title " not in index_dom.lower():
         problems.append("index.html rendered without a title")
-    chapter_dom = render_page(chapter_page, screenshots / f"{chapter_page.stem}.png")
+    chapter_dom = render_page(chapter_page, screenshots / f"{chapter_page.stem}.png",
+                              height=9000)
     parser = _PageParser()
     parser.feed(chapter_dom)
     figures = [src for src in parser.images if "logo" not in src]

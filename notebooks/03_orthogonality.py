@@ -80,6 +80,9 @@ reference_labels = labels[keep]
 compared = {name: {r: X[:, keep] for r, X in features[name].items()} for name in P.models}
 reference = {}  # {seed: {model: features}} of the untrained networks
 for s in SEEDS:
+    if P.untrained and s == P.seed:  # the chapter's own untrained models are one of the seeds
+        reference[s] = compared
+        continue
     kwargs = {**P.extract_kwargs(), "weights": "untrained", "seed": s}
     reference[s] = {name: extract.features(name, reference_probe,
                                            readouts=("penult", "logits"), progress=False,
