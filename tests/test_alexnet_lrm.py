@@ -491,3 +491,15 @@ def test_cards():
     assert alexnet.official_weights.sha256 == "7be5be79"
     assert lrm3.official_weights.sha256 == "63ab1b3b06"
     assert lrm3.official_weights.url.endswith("final_weights-63ab1b3b06.pth")
+
+
+@pytest.mark.parametrize("shape, size", [((3, 96, 3, 3), (32, 32)), ((2, 5, 7, 6), (15, 15)),
+                                         ((1, 24, 8, 8), (3, 3))])
+def test_channels_last_resize_equals_the_plain_bilinear_resize(shape, size):
+    from analysis_utils.models.alexnet_lrm import _resize
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    expected = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    resized = _resize(x, size)
+    assert resized.shape == expected.shape
+    assert torch.equal(resized, expected)

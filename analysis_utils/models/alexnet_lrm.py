@@ -241,6 +241,9 @@ class SourceRescale(nn.Module):
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    # from a channels-last input, torch's CPU bilinear kernel is about 5x faster (the same
+    # interpolation); the result is channels-last, which the following ops accept as it is
+    x = x.contiguous(memory_format=torch.channels_last)
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
 
 
