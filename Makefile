@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PARAMS ?=
 EXTRAS ?= test,book
 
-.PHONY: test lint book notebooks check-html clean venv
+.PHONY: test lint book notebooks execute-one check-html clean venv
 
 venv: $(STAMP)
 
@@ -28,20 +28,30 @@ test: $(STAMP) lint
 # any executed notebook without outputs, then Jupyter Book builds the HTML (-W -n: warnings fail).
 CHAPTER_SOURCES := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 CHAPTERS := $(patsubst notebooks/%.py,book/notebooks/%.ipynb,$(CHAPTER_SOURCES))
+CHAPTER_NAMES := $(patsubst notebooks/%.py,%,$(CHAPTER_SOURCES))
+define execute
+	@echo "executing $(1)"
+	$(VENV)/bin/papermill --no-progress-bar --log-level WARNING -k python3 --cwd book/notebooks \
+	  book/notebooks/_sources/$(1).ipynb book/notebooks/$(1).ipynb $(PARAMS)
+endef
 BOOK_HTML := book/_build/html
 
 notebooks: $(STAMP)
 	$(PY) -m analysis_utils.book preflight $(PARAMS)
 	mkdir -p book/notebooks/_sources
 	set -e; for source in $(CHAPTER_SOURCES); do \
-	  name=$$(basename $$source .py); \
-	  $(VENV)/bin/jupytext --quiet --to ipynb $$source -o book/notebooks/_sources/$$name.ipynb; \
-	  echo "executing $$name"; \
-	  $(VENV)/bin/papermill --no-progress-bar --log-level WARNING -k python3 \
-	    --cwd book/notebooks book/notebooks/_sources/$$name.ipynb book/notebooks/$$name.ipynb \
-	    $(PARAMS); \
+	  $(VENV)/bin/jupytext --quiet --to ipynb $$source \
+	    -o book/notebooks/_sources/$$(basename $$source .py).ipynb; \
 	done
+	# The first chapter fills the feature cache; the others read it and run side by side.
+	$(call execute,$(firstword $(CHAPTER_NAMES)))
+	printf '%s\n' $(wordlist 2,99,$(CHAPTER_NAMES)) | \
+	  xargs -P 3 -I NAME $(MAKE) --no-print-directory execute-one CHAPTER=NAME PARAMS='$(PARAMS)'
 	$(PY) -m analysis_utils.book check-outputs $(CHAPTERS)
+
+# Execute one chapter (used by `notebooks`): make execute-one CHAPTER=02_dynamics
+execute-one:
+	$(call execute,$(CHAPTER))
 
 book: notebooks
 	$(VENV)/bin/jupyter-book build . --path-output book -W -n --keep-going --quiet

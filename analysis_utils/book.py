@@ -54,7 +54,7 @@ class ChapterParameters:
     readouts: tuple[str, ...]
     baseline: dict[str, int] = field(default_factory=dict)
     after: dict[str, int] = field(default_factory=dict)
-    n_perm: int = 10000
+    n_perm: int = 1000
     seed: int = 0
     device: str = "auto"
     cache_dir: str | None = None
@@ -147,7 +147,7 @@ def _step_overrides(value, what: str, models: tuple[str, ...]) -> dict[str, int]
 
 def check_parameters(*, scale="mini", weights="trained", probe="tiny", data_dir=None,
                      models=None, readouts=STAGE_READOUTS, baseline=None, after=None,
-                     n_perm=10000, seed=0, device="auto", cache_dir=None,
+                     n_perm=1000, seed=0, device="auto", cache_dir=None,
                      images_per_category=None, check_weights: bool = True
                      ) -> ChapterParameters:
     """Check a chapter's parameters before any work; one clear sentence per mistake.
