@@ -4,6 +4,10 @@ Mini scale on the tiny probe (default 100 categories x 50 images), untrained wei
 
     .venv/bin/python benchmarks/extract.py --data-dir /tmp/tinyprobe
     .venv/bin/python benchmarks/extract.py --models bl cornet_rt --images-per-category 10
+    .venv/bin/python benchmarks/extract.py --data-dir /tmp/tinyprobe --threads 1
+
+``--threads`` sets torch's intra-op threads (default: torch's choice). The load average is
+printed with the results: the machine may be shared, so compare runs made under the same load.
 
 With ``--full-gpu`` (and CUDA), also full-scale models with random weights on ``--full-images``
 copies of one generated 500x375 image, against a bare forward loop over the same number of
@@ -14,6 +18,7 @@ preprocessed images already on the GPU. Targets (issue 7): all seven mini models
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +36,7 @@ def mini_benchmark(args) -> None:
     names = args.models or catalogue.names()
     cache = args.cache_dir or tempfile.mkdtemp(prefix="bench-cache-")
     print(f"mini scale, {len(probe)} images, {torch.get_num_threads()} torch threads, "
-          f"cache {cache}")
+          f"load average {os.getloadavg()[0]:.1f}, cache {cache}")
     print(f"{'model':<10} {'steps':>5} {'cold s':>8} {'img/s':>8} {'warm s':>8}")
     total_cold = total_warm = 0.0
     for name in names:
@@ -48,7 +53,8 @@ def mini_benchmark(args) -> None:
         total_warm += warm
         print(f"{name:<10} {meta['steps']:>5} {cold:>8.1f} {len(probe) / cold:>8.1f} "
               f"{warm:>8.2f}", flush=True)
-    print(f"{'all':<10} {'':>5} {total_cold:>8.1f} {'':>8} {total_warm:>8.2f}")
+    print(f"{'all':<10} {'':>5} {total_cold:>8.1f} {'':>8} {total_warm:>8.2f}   "
+          f"(load average {os.getloadavg()[0]:.1f})")
 
 
 def repeated_probe(n: int) -> probes.Probe:
@@ -113,11 +119,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--cache-dir", default=None, help="default: a fresh temporary folder")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--skip-mini", action="store_true")
     parser.add_argument("--full-gpu", action="store_true")
     parser.add_argument("--full-images", type=int, default=5000)
     parser.add_argument("--full-batch-size", type=int, default=250)
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if not args.skip_mini:
         mini_benchmark(args)
     if args.full_gpu:
