@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -269,7 +269,7 @@ def _load_safetensors(model: torch.nn.Module, path: Path) -> None:
     load_state_dict_strict(model, state, str(path))
 
 
-@lru_cache(maxsize=None)
+@cache
 def parameter_count(name: str, scale: str = "mini") -> int:
     """The number of parameters of ``name`` at ``scale`` (counted on the built model)."""
     model = build(name, scale=scale)

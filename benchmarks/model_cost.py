@@ -55,8 +55,10 @@ def main() -> None:
         mini = catalogue.load(name, scale="mini", weights="untrained")
         flops = gflop_per_image(mini, card.input_size("mini"))
         budget = MINI_BUDGET_GFLOP.get(name, 0.2)
-        line = (f"{name:<10} {card.default_steps:>5} {catalogue.parameter_count(name, 'mini'):>12,} "
-                f"{catalogue.parameter_count(name, 'full'):>12,} {flops:>15.3f} {budget:>6.1f} "
+        params_mini = catalogue.parameter_count(name, "mini")
+        params_full = catalogue.parameter_count(name, "full")
+        line = (f"{name:<10} {card.default_steps:>5} {params_mini:>12,} "
+                f"{params_full:>12,} {flops:>15.3f} {budget:>6.1f} "
                 f"{ms_per_image(mini, card.input_size('mini')):>10.2f}")
         if args.full_flops:
             full = catalogue.load(name, scale="full", weights="untrained")

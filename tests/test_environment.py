@@ -1,8 +1,9 @@
 """pyproject.toml and environment.yml must pin the same packages at the same versions."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,7 +31,8 @@ def test_wrong_hash_leaves_nothing_in_the_cache(tmp_path):
 
 
 def test_offline_gives_one_sentence(tmp_path):
-    spec = weights.OfficialWeights(url="http://127.0.0.1:9/none.pth", sha256="00", file_format="torch")
+    spec = weights.OfficialWeights(url="http://127.0.0.1:9/none.pth", sha256="00",
+                                   file_format="torch")
     with pytest.raises(AnalysisUtilsError, match="Could not download .*place it at"):
         weights.fetch(spec, cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []

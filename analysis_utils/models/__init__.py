@@ -3,7 +3,9 @@
 The import order is the book's order of models.
 """
 
-from . import alexnet_lrm  # noqa: F401  (AlexNet, LRM3, LRA3)
-from . import b_bl  # noqa: F401  (B, BL)
-from . import cornet_rt  # noqa: F401  (CORnet-RT)
-from . import convrnn  # noqa: F401  (ConvRNN)
+from . import (
+    alexnet_lrm,  # noqa: F401  (AlexNet, LRM3, LRA3)
+    b_bl,  # noqa: F401  (B, BL)
+    convrnn,  # noqa: F401  (ConvRNN)
+    cornet_rt,  # noqa: F401  (CORnet-RT)
+)

@@ -76,7 +76,9 @@ class TimeResolvedModel(nn.Module):
                     f"Unknown readout {name!r} for {type(self).__name__}; expected one of: {valid}."
                 )
         if not names:
-            raise AnalysisUtilsError("Ask for at least one readout, for example ('penult', 'logits').")
+            raise AnalysisUtilsError(
+                "Ask for at least one readout, for example ('penult', 'logits')."
+            )
         return names
 
     def readouts(self, x: torch.Tensor, names: Iterable[str] | str | None = None
@@ -92,7 +94,8 @@ class TimeResolvedModel(nn.Module):
         return self.readouts(x, ("logits",))["logits"][-1]
 
 
-def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor],
+                           source: str) -> None:
     """Load ``state`` into ``model`` exactly, or raise one sentence naming the first bad key.
 
     Checks, in order: keys the model needs that the checkpoint lacks, keys the checkpoint has that
@@ -102,8 +105,9 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     missing = [key for key in expected if key not in state]
     if missing:
         raise AnalysisUtilsError(
-            f"The checkpoint {source} lacks the key {missing[0]!r} ({len(missing)} missing in all); "
-            "it is not a checkpoint of this model and scale: check the model name, scale and file."
+            f"The checkpoint {source} lacks the key {missing[0]!r} ({len(missing)} missing in "
+            "all); it is not a checkpoint of this model and scale: check the model name, scale "
+            "and file."
         )
     unexpected = [key for key in state if key not in expected]
     if unexpected:
@@ -114,8 +118,8 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise AnalysisUtilsError(
-                f"The checkpoint {source} gives {key!r} the shape {tuple(state[key].shape)}, but the "
-                f"model needs {tuple(tensor.shape)}; check that the scale ('mini' or 'full') matches "
-                "the file."
+                f"The checkpoint {source} gives {key!r} the shape {tuple(state[key].shape)}, "
+                f"but the model needs {tuple(tensor.shape)}; check that the scale ('mini' or "
+                "'full') matches the file."
             )
     model.load_state_dict({key: state[key] for key in expected}, strict=True)
