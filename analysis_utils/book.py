@@ -365,6 +365,22 @@ def rendered_with(params: ChapterParameters, probe=None) -> str:
     return "\n".join(lines)
 
 
+def open_chapter(params: ChapterParameters):
+    """Load the chapter's probe, apply the figure style and show the "rendered with" header.
+
+    Every chapter starts this way, right after its parameters are checked; returns the probe.
+    """
+    from IPython.display import Markdown, display
+
+    from . import plotting, probes
+
+    probe = probes.load(params.probe, data_dir=params.data_dir,
+                        images_per_category=params.images_per_category or 50)
+    plotting.apply_style()
+    display(Markdown(rendered_with(params, probe)))
+    return probe
+
+
 def features_summary(features: dict, metadata: dict):
     """One row per model and readout: shape [T, N, D], whether it came from the feature cache,
     and the seconds ``extract.features`` took (a table each chapter shows after extraction)."""

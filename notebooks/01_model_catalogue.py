@@ -40,17 +40,14 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting, probes
+from analysis_utils import book, catalogue, extract, geometry, plotting
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
                           n_perm=n_perm, seed=seed, device=device, cache_dir=cache_dir,
                           images_per_category=images_per_category)
-probe_set = probes.load(P.probe, data_dir=P.data_dir,
-                        images_per_category=P.images_per_category or 50)
-plotting.apply_style()
+probe_set = book.open_chapter(P)
 NOTE = P.weights_label()
-display(Markdown(book.rendered_with(P, probe_set)))
 
 # %% [markdown]
 # ## The cards

@@ -40,18 +40,15 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting, probes, stats
+from analysis_utils import book, catalogue, extract, geometry, plotting, stats
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
                           n_perm=n_perm, seed=seed, device=device, cache_dir=cache_dir,
                           images_per_category=images_per_category)
-probe_set = probes.load(P.probe, data_dir=P.data_dir,
-                        images_per_category=P.images_per_category or 50)
-plotting.apply_style()
+probe_set = book.open_chapter(P)
 NOTE = P.weights_label()
 PERMUTATION_SEED = 42  # the study's seed for the permutation test
-display(Markdown(book.rendered_with(P, probe_set)))
 
 # %%
 features, extraction = {}, {}

@@ -43,21 +43,18 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting, probes
+from analysis_utils import book, catalogue, extract, geometry, plotting
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
                           n_perm=n_perm, seed=seed, device=device, cache_dir=cache_dir,
                           images_per_category=images_per_category)
 SEEDS = book.check_seeds(untrained_seeds, "untrained_seeds")
-probe_set = probes.load(P.probe, data_dir=P.data_dir,
-                        images_per_category=P.images_per_category or 50)
+probe_set = book.open_chapter(P)
 REFERENCE_K = min(book.check_count(reference_images_per_category,
                                    "reference_images_per_category", minimum=2),
                   probe_set.images_per_category)
-plotting.apply_style()
 NOTE = P.weights_label()
-display(Markdown(book.rendered_with(P, probe_set)))
 display(Markdown(
     f"Untrained reference: seeds {', '.join(map(str, SEEDS))} of every model, on the first "
     f"{REFERENCE_K} images of each category; every comparison with them uses those same images."

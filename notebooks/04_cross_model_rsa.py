@@ -44,7 +44,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from scipy.stats import rankdata
 
-from analysis_utils import book, catalogue, extract, geometry, plotting, probes, rsa
+from analysis_utils import book, catalogue, extract, geometry, plotting, rsa
 from analysis_utils.errors import AnalysisUtilsError
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
@@ -57,11 +57,8 @@ if len(P.models) < 3:
         f"Cross-model RSA needs at least 3 models, got {len(P.models)}; add models or use the "
         "default (every model)."
     )
-probe_set = probes.load(P.probe, data_dir=P.data_dir,
-                        images_per_category=P.images_per_category or 50)
-plotting.apply_style()
+probe_set = book.open_chapter(P)
 NOTE = P.weights_label()
-display(Markdown(book.rendered_with(P, probe_set)))
 
 # %%
 labels = probe_set.labels
