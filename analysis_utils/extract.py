@@ -15,6 +15,7 @@ reads the cache, and a request for a readout not cached yet computes only the mi
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import time
@@ -104,10 +105,9 @@ def _card_summary(card: catalogue.ModelCard) -> dict:
 
 def software_versions() -> dict:
     import numpy
-    import torchvision
 
     return {"analysis_utils": __version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "torchvision": importlib.metadata.version("torchvision"), "numpy": numpy.__version__,
             "python": platform.python_version()}
 
 

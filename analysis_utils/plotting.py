@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import to_rgb
-from scipy.stats import gaussian_kde
 
 #: the study's neutral colours for the Fig. 1 panels
 GREY_FILL = "#cccccc"
@@ -97,6 +96,8 @@ def normalised_time(step, n_steps: int):
 
 def kde_curve(values, grid) -> np.ndarray:
     """A Gaussian KDE (Scott's bandwidth) on ``grid``; a spike-free zero curve for constant data."""
+    from scipy.stats import gaussian_kde  # imported here: scipy.stats takes ~0.5 s to import
+
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size < 2 or np.ptp(values) == 0:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,22 +56,52 @@ class Preprocessing:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = image.convert("RGB")
-        interp = TF.InterpolationMode(self.interpolation)
         if self.recipe == "imagenet":
             if self.resize is not None:
-                image = TF.resize(image, self.resize, interpolation=interp)
+                image = _resize_short_side(image, self.resize, self.interpolation)
             elif min(image.size) != self.size:
-                image = TF.resize(image, self.size, interpolation=interp)
-            image = TF.center_crop(image, [self.size, self.size])
-            tensor = TF.to_tensor(image)
-            return TF.normalize(tensor, list(self.mean), list(self.std))
+                image = _resize_short_side(image, self.size, self.interpolation)
+            tensor = _to_tensor(_centre_crop(image, self.size))
+            mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+            std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+            return (tensor - mean) / std
         if self.recipe == "square_minus1to1":
-            side = min(image.size)
-            image = TF.center_crop(image, [side, side])
-            if side != self.size:
-                image = TF.resize(image, [self.size, self.size], interpolation=interp)
-            return TF.to_tensor(image) * 2.0 - 1.0
+            image = _centre_crop(image, min(image.size))
+            if image.size != (self.size, self.size):
+                image = image.resize((self.size, self.size), _PIL_FILTERS[self.interpolation])
+            return _to_tensor(image) * 2.0 - 1.0
         raise ValueError(f"Unknown preprocessing recipe {self.recipe!r}.")
+
+
+_PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+                "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
+
+
+def _resize_short_side(image: Image.Image, size: int, interpolation: str) -> Image.Image:
+    """Resize so the short side is ``size`` (the long side truncated, as torchvision)."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    new_short, new_long = size, int(size * long / short)
+    new_size = (new_short, new_long) if width <= height else (new_long, new_short)
+    if new_size == image.size:
+        return image
+    return image.resize(new_size, _PIL_FILTERS[interpolation])
+
+
+def _centre_crop(image: Image.Image, size: int) -> Image.Image:
+    """The central ``size`` x ``size`` window (offsets rounded as torchvision rounds them)."""
+    width, height = image.size
+    if size > width or size > height:
+        raise ValueError(f"Cannot centre-crop {size} px from an image of {width}x{height} px.")
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float32 [3, H, W] in [0, 1]."""
+    array = np.array(image, dtype=np.uint8, copy=True)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
 
 
 def imagenet(size: int = 224, resize: int | None = 256) -> Preprocessing:
