@@ -12,10 +12,10 @@ Two probes, one per catalogue scale:
   (shipped in ``analysis_utils/data/``, MIT licence), from a flat ``ILSVRC2012_val_*.JPEG``
   folder or a per-wnid folder layout.
 
-A :class:`Probe` carries the decoded images, ``labels`` (0..C-1 in category order), the category
-ids and names, the file names, a content hash (file names and bytes) for the feature cache, and
-for each scale the index of each category in that scale's classifier output (see
-:meth:`Probe.class_index`).
+A :class:`Probe` carries the images (decoded on first use, see :class:`ProbeImages`),
+``labels`` (0..C-1 in category order), the category ids and names, the file names, a content
+hash (file names and bytes) for the feature cache, and for each scale the index of each
+category in that scale's classifier output (see :meth:`Probe.class_index`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class Probe:
     """A fixed, ordered set of labelled images and everything needed to describe it."""
 
     name: str
-    images: list[Image.Image]  # decoded RGB images, in probe order
+    images: Sequence[Image.Image]  # RGB images in probe order (a ProbeImages, or a list)
     labels: torch.Tensor  # int64 [N], 0..C-1 in category order
     category_ids: tuple[str, ...]  # wnids, in category order
     category_names: tuple[str, ...]
@@ -119,7 +120,8 @@ class Probe:
         keep = [i for i in range(len(self)) if i % self.images_per_category < k]
         return Probe(
             name=self.name,
-            images=[self.images[i] for i in keep],
+            images=(self.images.select(keep) if isinstance(self.images, ProbeImages)
+                    else [self.images[i] for i in keep]),
             labels=self.labels[keep].clone(),
             category_ids=self.category_ids,
             category_names=self.category_names,
@@ -388,9 +390,53 @@ def _load_imagenet(root: Path, k: int) -> Probe:
 # ----------------------------------------------------------------------------- decoding
 
 
-def _decode_all(paths: list[Path]) -> tuple[list[Image.Image], list[str]]:
-    """Read each file once: its sha256 and its decoded RGB image (an error names a bad file)."""
-    images, hashes = [], []
+class ProbeImages(Sequence):
+    """The probe's images in order, each decoded from its file the first time it is read.
+
+    Loading a probe reads every file once (for its sha256) and checks that it opens as an image,
+    but decodes no pixels: a chapter whose features are all in the cache never needs them (at
+    full scale the 5000 decoded ImageNet images take ~2.8 GB). An image is decoded when first
+    indexed and then kept, so several models share one decoding.
+    """
+
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = tuple(paths)
+        self._decoded: dict[int, Image.Image] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]  # negative indices; IndexError when out of range
+        if index not in self._decoded:
+            self._decoded[index] = _decode(self.paths[index])
+        return self._decoded[index]
+
+    def select(self, indices: Sequence[int]) -> ProbeImages:
+        """The images at ``indices``, sharing what is already decoded."""
+        chosen = ProbeImages([self.paths[i] for i in indices])
+        chosen._decoded = {new: self._decoded[old] for new, old in enumerate(indices)
+                           if old in self._decoded}
+        return chosen
+
+
+def _decode(path: Path) -> Image.Image:
+    """The RGB pixels of one probe file (an error names the file)."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise AnalysisUtilsError(
+            f"The image {path} cannot be decoded ({exc}); replace it with the official file."
+        ) from exc
+
+
+def _decode_all(paths: list[Path]) -> tuple[ProbeImages, list[str]]:
+    """Read each file once: its sha256, and a check that it opens as an image (an error names a
+    bad file); the pixels are decoded later, on first use."""
+    hashes = []
     for path in paths:
         try:
             data = path.read_bytes()
@@ -400,10 +446,10 @@ def _decode_all(paths: list[Path]) -> tuple[list[Image.Image], list[str]]:
             ) from exc
         try:
             with Image.open(io.BytesIO(data)) as image:
-                images.append(image.convert("RGB"))
+                image.size  # noqa: B018  (parses the header; the pixels are decoded on use)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
             raise AnalysisUtilsError(
                 f"The image {path} cannot be decoded ({exc}); replace it with the official file."
             ) from exc
         hashes.append(hashlib.sha256(data).hexdigest())
-    return images, hashes
+    return ProbeImages(paths), hashes

@@ -219,3 +219,26 @@ def test_real_tiny_probe(real_tiny_dir):
     words = dict(line.split("\t") for line in (root / "words.txt").read_text().splitlines())
     assert probe.category_names[0] == words[probe.category_ids[0]]
     assert len(set(probe.file_names)) == 5000
+
+
+def test_images_are_decoded_on_first_use_and_kept(tiny_dir):
+    probe = probes.load("tiny", data_dir=tiny_dir, images_per_category=3)
+    assert isinstance(probe.images, probes.ProbeImages)
+    assert probe.images._decoded == {}  # loading hashes and checks the files, decodes nothing
+    first = probe.images[4]
+    assert probe.images[4] is first and probe.images[-len(probe) + 4] is first
+    assert probe.images[3:6][1] is first
+    sub = probe.subset(2)
+    assert sub.images.paths == tuple(probe.images.paths[i] for i in range(len(probe))
+                                     if i % 3 < 2)
+    assert sub.images[3] is first  # image 4 of the probe is image 3 of the subset
+    with pytest.raises(IndexError):
+        probe.images[len(probe)]
+
+
+def test_an_image_that_breaks_after_loading_is_named_when_decoded(tiny_dir):
+    probe = probes.load("tiny", data_dir=tiny_dir, images_per_category=3)
+    path = probe.images.paths[2]
+    path.write_bytes(path.read_bytes()[:40])  # a valid header, truncated pixels
+    with pytest.raises(AnalysisUtilsError, match=f"{path.name} cannot be decoded"):
+        probe.images[2]
