@@ -10,6 +10,9 @@ analysis has to remember what row 17 was. The study's cross-model analysis (its 
   without the tie normalisation, so tied RDMs score below 1).
 - MDS: metric MDS of ``1 - ρ`` with 2 components, random_state 42, n_init 10, max_iter 500;
   the raw stress is reported.
+
+The book's claim test (mean ρ over pairs of different models, bootstrapped over categories)
+is :func:`between_model_rho_bootstrap`, which ranks each RDM once instead of once per draw.
 """
 
 from __future__ import annotations
@@ -62,9 +65,12 @@ def tagged_rdms_over_steps(model: str, readout: str, features, labels) -> list[T
             for step in range(1, features.shape[0] + 1)]
 
 
-def _upper_vectors(tagged: Sequence[TaggedRDM]) -> tuple[np.ndarray, list[str]]:
-    if isinstance(tagged, TaggedRDM) or len(tagged) < 1:
-        raise AnalysisUtilsError("Pass a list of TaggedRDM objects (at least one).")
+def _checked_labels(tagged: Sequence[TaggedRDM], at_least: int = 1) -> list[str]:
+    """The tag labels of ``tagged`` after checking: TaggedRDMs, same shape, distinct tags."""
+    if isinstance(tagged, TaggedRDM) or len(tagged) < at_least:
+        raise AnalysisUtilsError(
+            f"Pass a list of TaggedRDM objects (at least {'one' if at_least == 1 else at_least})."
+        )
     for item in tagged:
         if not isinstance(item, TaggedRDM):
             raise AnalysisUtilsError(
@@ -82,6 +88,11 @@ def _upper_vectors(tagged: Sequence[TaggedRDM]) -> tuple[np.ndarray, list[str]]:
         raise AnalysisUtilsError(
             f"Each RDM needs a distinct tag, but these repeat: {', '.join(duplicates)}."
         )
+    return labels
+
+
+def _upper_vectors(tagged: Sequence[TaggedRDM]) -> tuple[np.ndarray, list[str]]:
+    labels = _checked_labels(tagged)
     vectors = np.stack([upper_triangle(torch.as_tensor(item.rdm)).detach().cpu().numpy()
                         for item in tagged])
     return vectors, labels
@@ -113,6 +124,138 @@ def cross_model_rsa(tagged: Sequence[TaggedRDM], method: str = "spearman") -> pd
     matrix = rank_correlation_matrix(vectors, method)
     matrix = np.nan_to_num((matrix + matrix.T) / 2.0, nan=0.0).astype(np.float32)
     return pd.DataFrame(matrix, index=labels, columns=labels)
+
+
+def between_model_rho_bootstrap(tagged: Sequence[TaggedRDM], draws) -> tuple[float, np.ndarray]:
+    """Mean Spearman ρ over every pair of different RDMs, observed and per bootstrap draw.
+
+    ``tagged``: at least two TaggedRDMs over the same C categories (one per model, say).
+    ``draws``: integer array [B, K], one resample of category indices 0..C-1 per row (for
+    the usual bootstrap, ``rng.integers(0, C, size=(B, C))``).
+
+    For one draw the statistic is what resampling the RDMs would give: every pair of positions
+    p < q of the draw whose categories differ contributes the entry ``rdm[draw[p], draw[q]]``
+    (pairs of a category with its own copy are dropped), each RDM's vector is ranked (average
+    ranks for ties), ρ is the Pearson correlation of the ranks of two RDMs, and the statistic
+    is the mean ρ over all pairs of RDMs, NaN-skipping: an RDM that is constant on the draw
+    gives NaN ρ and drops out; if every ρ is NaN the statistic is NaN (so is a draw of a single
+    category, which has no pair at all).
+
+    No resampled vector is built. A draw only repeats the C (C - 1) off-diagonal entries,
+    entry (a, b) with multiplicity ``#{p < q: draw[p] = a, draw[q] = b}`` (``n_a n_b`` on the
+    upper triangle for a symmetric RDM). So each RDM is sorted once and its exactly-equal
+    values grouped; per draw, a group's average rank is (weight of the groups below it) +
+    (its weight + 1) / 2, and ρ is the weighted Pearson correlation of those ranks. The ranks
+    are half-integers and their weighted sums are exact in float64, so the values equal the
+    direct computation (scipy ``rankdata`` on the resampled vectors) to float64 rounding.
+
+    Returns ``(observed, values)``: the statistic on the categories 0..C-1 once each (a float)
+    and one value per draw (float64 array [B]).
+    """
+    labels = _checked_labels(tagged, at_least=2)
+    rdms = np.stack([torch.as_tensor(item.rdm).detach().cpu().numpy() for item in tagged])
+    rdms = rdms.astype(np.float64)
+    if rdms.ndim != 3 or rdms.shape[1] != rdms.shape[2] or rdms.shape[1] < 2:
+        raise AnalysisUtilsError(
+            f"Each RDM must be a square matrix [C, C] with C >= 2, got shape {rdms.shape[1:]}."
+        )
+    if not np.all(np.isfinite(rdms)):
+        bad = [label for label, rdm in zip(labels, rdms) if not np.all(np.isfinite(rdm))]
+        raise AnalysisUtilsError(
+            f"The RDMs of {', '.join(bad)} contain NaN or infinite values; rank correlations "
+            "need finite distances."
+        )
+    n_categories = rdms.shape[1]
+    draws = np.concatenate([np.arange(n_categories)[None, :],  # the observed statistic first
+                            _checked_draws(draws, n_categories)])
+    symmetric = np.array_equal(rdms, rdms.transpose(0, 2, 1))
+    if symmetric:  # a pair (a, b) and (b, a) of a draw gather the same value
+        rows, cols = np.triu_indices(n_categories, k=1)
+    else:
+        rows, cols = np.nonzero(~np.eye(n_categories, dtype=bool))
+    sort_orders = [_SortOrder.of(rdm[rows, cols]) for rdm in rdms]
+    values = np.empty(len(draws))
+    for start in range(0, len(draws), _DRAWS_PER_CHUNK):
+        chunk = draws[start:start + _DRAWS_PER_CHUNK]
+        if symmetric:
+            counts = np.stack([np.bincount(draw, minlength=n_categories) for draw in chunk])
+            weights = counts[:, rows] * counts[:, cols]
+        else:
+            weights = _ordered_pair_counts(chunk, n_categories)[:, rows, cols]
+        values[start:start + len(chunk)] = _weighted_mean_between_rho(sort_orders, weights)
+    return float(values[0]), values[1:]
+
+
+_DRAWS_PER_CHUNK = 32  # bounds the memory: 32 draws x M RDMs x C (C - 1) entries of float64
+
+
+def _checked_draws(draws, n_categories: int) -> np.ndarray:
+    draws = np.asarray(draws)
+    if draws.ndim != 2 or draws.shape[0] < 1 or draws.shape[1] < 2 \
+            or draws.dtype.kind not in "iu":
+        raise AnalysisUtilsError(
+            f"draws must be an integer array [B, K] of category indices with B >= 1 and K >= 2, "
+            f"got {draws.dtype} of shape {draws.shape}; use rng.integers(0, C, size=(B, C))."
+        )
+    if draws.min() < 0 or draws.max() >= n_categories:
+        raise AnalysisUtilsError(
+            f"draws must index categories 0..{n_categories - 1}, got values from {draws.min()} "
+            f"to {draws.max()}."
+        )
+    return draws.astype(np.int64)
+
+
+def _ordered_pair_counts(draws: np.ndarray, n_categories: int) -> np.ndarray:
+    """[B, C, C]: entry (a, b) counts the positions p < q of a draw with categories a, b."""
+    n_draws, n_positions = draws.shape
+    p, q = np.triu_indices(n_positions, k=1)
+    keys = draws[:, p] * n_categories + draws[:, q]
+    keys += np.arange(n_draws)[:, None] * n_categories**2
+    counts = np.bincount(keys.ravel(), minlength=n_draws * n_categories**2)
+    return counts.reshape(n_draws, n_categories, n_categories)
+
+
+@dataclass(frozen=True)
+class _SortOrder:
+    """One RDM's entries sorted once: the sort order, where each group of equal values starts
+    (in sorted order) and the group of every entry (in the original order)."""
+
+    order: np.ndarray
+    group_starts: np.ndarray
+    group_of_entry: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> _SortOrder:
+        order = np.argsort(values, kind="stable")
+        sorted_values = values[order]
+        starts_group = np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]])
+        group_of_entry = np.empty(len(values), dtype=np.int64)
+        group_of_entry[order] = np.cumsum(starts_group) - 1
+        return cls(order, np.flatnonzero(starts_group), group_of_entry)
+
+
+def _weighted_mean_between_rho(sort_orders: list[_SortOrder], weights: np.ndarray) -> np.ndarray:
+    """Mean Spearman ρ over pairs of RDMs for each row of integer entry weights [B, E]."""
+    n_draws, n_rdms = weights.shape[0], len(sort_orders)
+    total = weights.sum(axis=1)  # the length of the resampled vectors
+    centred = np.empty((n_draws, n_rdms, weights.shape[1]))
+    for m, sort_order in enumerate(sort_orders):
+        group_weights = np.add.reduceat(weights[:, sort_order.order], sort_order.group_starts,
+                                        axis=1)
+        below = np.cumsum(group_weights, axis=1) - group_weights
+        group_ranks = below + (group_weights + 1) / 2.0
+        # average ranks of n values always sum to n (n + 1) / 2, so their mean is (n + 1) / 2
+        centred[:, m] = group_ranks[:, sort_order.group_of_entry] - ((total + 1) / 2.0)[:, None]
+    # half-integer ranks times integer weights: these sums are exact in float64, so the
+    # variance of a vector that is constant on the draw is exactly 0 and its ρ is 0 / 0 = NaN
+    products = (centred * weights[:, None, :]) @ centred.transpose(0, 2, 1)
+    variances = np.diagonal(products, axis1=1, axis2=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = products / np.sqrt(variances[:, :, None] * variances[:, None, :])
+        upper = np.triu_indices(n_rdms, k=1)
+        pairs = rho[:, upper[0], upper[1]]
+        valid = ~np.isnan(pairs)
+        return np.where(valid, pairs, 0.0).sum(axis=1) / valid.sum(axis=1)
 
 
 def mds(rsa_frame: pd.DataFrame, n_components: int = 2, random_state: int = 42,

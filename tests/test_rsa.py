@@ -2,6 +2,7 @@
 rho-a, MDS and the rsatoolbox export."""
 
 import importlib.util
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -118,3 +119,113 @@ def test_to_rsatoolbox_without_the_package_says_how_to_fix_it():
     tags, _, _ = _tags()
     with pytest.raises(AnalysisUtilsError, match="pip install rsatoolbox"):
         rsa.to_rsatoolbox(tags)
+
+
+# --------------------------------------------------------------------------------------------
+# the claim test's bootstrap: between_model_rho_bootstrap against the direct computation
+# --------------------------------------------------------------------------------------------
+
+
+def _direct_mean_between_model_rho(rdms, index):
+    """The oracle, the chapter's former code: gather the resampled vectors, rankdata, Pearson."""
+    i, j = np.triu_indices(len(index), k=1)
+    keep = index[i] != index[j]
+    vectors = rdms[:, index[i][keep], index[j][keep]]
+    ranks = rankdata(vectors, axis=1)
+    ranks -= ranks.mean(axis=1, keepdims=True)
+    unit = ranks / np.linalg.norm(ranks, axis=1, keepdims=True)
+    rho = unit @ unit.T
+    upper = np.triu_indices(len(rdms), k=1)
+    return float(np.nanmean(rho[upper]))
+
+
+def _bootstrap_against_oracle(rdms, draws):
+    tagged = [rsa.TaggedRDM(f"M{m}", "penult", 1, torch.from_numpy(rdm))
+              for m, rdm in enumerate(rdms)]
+    observed, values = rsa.between_model_rho_bootstrap(tagged, draws)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.array([_direct_mean_between_model_rho(rdms, d) for d in draws])
+        expected_observed = _direct_mean_between_model_rho(rdms, np.arange(rdms.shape[1]))
+    assert values.shape == (len(draws),) and values.dtype == np.float64
+    # a draw of one category has no pair; the former code's empty matmul gave 0 there, not NaN
+    one_category = np.array([len(np.unique(d)) == 1 for d in draws])
+    assert (expected[one_category] == 0).all() and np.isnan(values[one_category]).all()
+    np.testing.assert_allclose(values[~one_category], expected[~one_category], rtol=0,
+                               atol=1e-12)
+    assert observed == pytest.approx(expected_observed, abs=1e-12, nan_ok=True)
+    return observed, values
+
+
+def _symmetric(values):
+    rdms = (values + values.transpose(0, 2, 1)) / 2.0
+    rdms[:, np.arange(rdms.shape[1]), np.arange(rdms.shape[1])] = 0.0
+    return rdms
+
+
+def test_bootstrap_equals_the_direct_computation_on_random_rdms():
+    rng = np.random.default_rng(1)
+    rdms = _symmetric(rng.random((5, 15, 15)))
+    draws = rng.integers(0, 15, size=(70, 15))  # more than one chunk of 32 draws
+    observed, values = _bootstrap_against_oracle(rdms, draws)
+    assert np.isfinite(values).all() and np.unique(values).size > 60
+    # an RDM that is not exactly symmetric: (a, b) and (b, a) hold different values
+    _bootstrap_against_oracle(rng.random((4, 11, 11)), rng.integers(0, 11, size=(40, 11)))
+
+
+def test_bootstrap_equals_the_direct_computation_on_cosine_rdms_of_features():
+    tags, _, _ = _tags(n_steps=5, n_classes=9, seed=3)
+    rdms = np.stack([t.rdm.numpy() for t in tags]).astype(np.float64)
+    draws = np.random.default_rng(42).integers(0, 9, size=(30, 9))
+    observed, values = _bootstrap_against_oracle(rdms, draws)
+    got_observed, got_values = rsa.between_model_rho_bootstrap(tags, draws)  # float32 RDMs
+    assert got_observed == observed
+    np.testing.assert_array_equal(got_values, values)
+
+
+def test_bootstrap_handles_ties_constant_rdms_and_repeated_categories():
+    rng = np.random.default_rng(2)
+    n = 12
+    tied = _symmetric(np.round(rng.random((3, n, n)), 1))  # few distinct values: many ties
+    duplicated = tied[0].copy()
+    duplicated[duplicated > 0.5] = 0.75  # one large tie group
+    constant = 1.0 - np.eye(n)  # an untrained step: every distance the same
+    rdms = np.stack([*tied, duplicated, constant])
+    draws = np.concatenate([
+        rng.integers(0, n, size=(20, n)),
+        rng.integers(0, 3, size=(20, n)),  # three categories, each repeated about 4 times
+        np.stack([np.r_[np.zeros(n - 1, int), [k]] for k in range(1, 4)]),  # one pair: NaN
+        np.full((2, n), 5),  # one category only: no pair at all, NaN
+    ])
+    observed, values = _bootstrap_against_oracle(rdms, draws)
+    assert np.isnan(values[-5:]).all() and np.isfinite(values[:20]).all()
+    # every rho with the constant RDM is NaN and dropped, so it does not change the mean
+    _, without_constant = rsa.between_model_rho_bootstrap(
+        [rsa.TaggedRDM(f"M{m}", "logits", 1, torch.from_numpy(r)) for m, r in enumerate(rdms[:4])],
+        draws)
+    np.testing.assert_allclose(without_constant, values, rtol=0, atol=1e-12, equal_nan=True)
+    # only constant RDMs: NaN everywhere, the observed value included
+    flat = [rsa.TaggedRDM(f"F{m}", "logits", 1, torch.from_numpy(constant * (m + 1)))
+            for m in range(3)]
+    flat_observed, flat_values = rsa.between_model_rho_bootstrap(flat, draws[:5])
+    assert np.isnan(flat_observed) and np.isnan(flat_values).all()
+
+
+def test_bootstrap_bad_inputs_raise_one_clear_error():
+    tags, _, _ = _tags(n_steps=3, n_classes=6)
+    good = np.zeros((2, 6), dtype=int)
+    cases = [
+        ((tags[:1], good), "at least 2"),
+        (([tags[0], tags[0].rdm], good), "must be a TaggedRDM"),
+        ((tags, np.zeros((2, 6))), "integer array"),
+        ((tags, np.arange(6)), "integer array"),
+        ((tags, np.zeros((0, 6), dtype=int)), "integer array"),
+        ((tags, np.full((2, 6), 6)), "categories 0..5"),
+        ((tags, np.full((2, 6), -1)), "categories 0..5"),
+        (([*tags[:2], rsa.TaggedRDM("X", "logits", 1, torch.full((6, 6), float("nan")))],
+          good), "NaN"),
+    ]
+    for (tagged, draws), message in cases:
+        with pytest.raises(AnalysisUtilsError, match=message) as error:
+            rsa.between_model_rho_bootstrap(tagged, draws)
+        assert str(error.value).count(". ") == 0 or str(error.value).endswith(".")
