@@ -24,34 +24,37 @@ test: $(STAMP) lint
 
 # ---------------------------------------------------------------------------- the book
 # make book PARAMS="-p weights untrained -p n_perm 1000": each notebooks/NN_*.py becomes a
-# notebook (jupytext), papermill executes it into book/notebooks/ with PARAMS, a check fails on
-# any executed notebook without outputs, then Jupyter Book builds the HTML (-W -n: warnings fail).
+# notebook (jupytext, only when the .py changed), the features of every model are extracted once
+# into the feature cache (prefill), then papermill executes the chapters side by side
+# (BOOK_JOBS at a time, each with CHAPTER_THREADS torch threads) into book/notebooks/ with
+# PARAMS; a check fails on any executed notebook without outputs, then Jupyter Book builds the
+# HTML (-W -n: warnings fail).
 CHAPTER_SOURCES := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 CHAPTERS := $(patsubst notebooks/%.py,book/notebooks/%.ipynb,$(CHAPTER_SOURCES))
 CHAPTER_NAMES := $(patsubst notebooks/%.py,%,$(CHAPTER_SOURCES))
-define execute
-	@echo "executing $(1)"
-	$(VENV)/bin/papermill --no-progress-bar --log-level WARNING -k python3 --cwd book/notebooks \
-	  book/notebooks/_sources/$(1).ipynb book/notebooks/$(1).ipynb $(PARAMS)
-endef
+SOURCE_NOTEBOOKS := $(patsubst notebooks/%.py,book/notebooks/_sources/%.ipynb,$(CHAPTER_SOURCES))
+BOOK_JOBS ?= 4
+CHAPTER_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); t=$$((n / $(BOOK_JOBS))); \
+  echo $$((t > 0 ? t : 1)))
 BOOK_HTML := book/_build/html
 
-notebooks: $(STAMP)
+book/notebooks/_sources/%.ipynb: notebooks/%.py $(STAMP)
+	@mkdir -p $(@D)
+	$(VENV)/bin/jupytext --quiet --to ipynb $< -o $@
+
+notebooks: $(STAMP) $(SOURCE_NOTEBOOKS)
 	$(PY) -m analysis_utils.book preflight $(PARAMS)
-	mkdir -p book/notebooks/_sources
-	set -e; for source in $(CHAPTER_SOURCES); do \
-	  $(VENV)/bin/jupytext --quiet --to ipynb $$source \
-	    -o book/notebooks/_sources/$$(basename $$source .py).ipynb; \
-	done
-	# The first chapter fills the feature cache; the others read it and run side by side.
-	$(call execute,$(firstword $(CHAPTER_NAMES)))
-	printf '%s\n' $(wordlist 2,99,$(CHAPTER_NAMES)) | \
-	  xargs -P 3 -I NAME $(MAKE) --no-print-directory execute-one CHAPTER=NAME PARAMS='$(PARAMS)'
+	$(PY) -m analysis_utils.book prefill $(PARAMS)
+	printf '%s\n' $(CHAPTER_NAMES) | xargs -P $(BOOK_JOBS) -I NAME \
+	  $(MAKE) --no-print-directory execute-one CHAPTER=NAME PARAMS='$(PARAMS)'
 	$(PY) -m analysis_utils.book check-outputs $(CHAPTERS)
 
 # Execute one chapter (used by `notebooks`): make execute-one CHAPTER=02_dynamics
 execute-one:
-	$(call execute,$(CHAPTER))
+	@echo "executing $(CHAPTER)"
+	OMP_NUM_THREADS=$(CHAPTER_THREADS) $(VENV)/bin/papermill --no-progress-bar \
+	  --log-level WARNING -k python3 --cwd book/notebooks \
+	  book/notebooks/_sources/$(CHAPTER).ipynb book/notebooks/$(CHAPTER).ipynb $(PARAMS)
 
 book: notebooks
 	$(VENV)/bin/jupyter-book build . --path-output book -W -n --keep-going --quiet

@@ -7,6 +7,8 @@
   software rendered it, and a plain warning when the models are untrained.
 - :func:`preflight` is what ``make book`` runs before executing any chapter: it reads the
   papermill ``-p`` pairs and stops with one sentence when trained weights are absent.
+- :func:`prefill` extracts every model's features for those parameters into the feature
+  cache, once, so the chapters can then run side by side and all read the cache.
 - :func:`check_outputs` fails when an executed notebook lacks outputs; :func:`check_html` opens
   the built pages in headless Chromium, saves screenshots, and fails on missing figures or
   broken links.
@@ -14,6 +16,7 @@
 Command line (used by the Makefile)::
 
     python -m analysis_utils.book preflight -p weights untrained ...
+    python -m analysis_utils.book prefill -p weights untrained ...
     python -m analysis_utils.book check-outputs book/notebooks/*.ipynb
     python -m analysis_utils.book check-html book/_build/html screenshots
 """
@@ -436,6 +439,55 @@ def preflight(argv: list[str]) -> int:
     return 0
 
 
+def _papermill_value(text: str):
+    """A ``-p`` value typed as papermill types it: bool, None, int, float, else the string."""
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+#: the parameters every chapter shares (and :func:`check_parameters` takes); a chapter's own
+#: extra parameters (n_boot, untrained_seeds, ...) do not change its features
+SHARED_PARAMETERS = ("scale", "weights", "probe", "data_dir", "models", "readouts", "baseline",
+                     "after", "n_perm", "seed", "device", "cache_dir", "images_per_category")
+
+
+def prefill(argv: list[str]) -> int:
+    """Extract the features of every model the chapters will read into the feature cache.
+
+    ``make book`` runs this once before executing the chapters side by side, so that no two
+    chapters compute the same features at the same time; with a warm cache it only checks the
+    entries. Takes the same ``-p`` pairs as the chapters.
+    """
+    import time
+
+    from . import extract, probes
+
+    given = parse_papermill_params(argv)
+    params = check_parameters(**{name: _papermill_value(value) for name, value in given.items()
+                                 if name in SHARED_PARAMETERS})
+    started = time.perf_counter()
+    probe = probes.load(params.probe, data_dir=params.data_dir,
+                        images_per_category=params.images_per_category or 50)
+    computed = []
+    for name in params.models:
+        _, metadata = extract.features(name, probe, readouts=params.readouts, progress=False,
+                                       **params.extract_kwargs())
+        if not all(metadata["cache"]["from_cache"].values()):
+            computed.append(f"{name} {metadata['seconds']:.1f} s")
+    done = f"extracted {', '.join(computed)}" if computed else "all were in the cache"
+    print(f"Features of {len(params.models)} models on the {params.probe} probe: {done} "
+          f"({time.perf_counter() - started:.1f} s).")
+    return 0
+
+
 def check_outputs(paths) -> list[str]:
     """Problems with executed notebooks: a code cell without outputs, or an error output."""
     problems = []
@@ -596,6 +648,12 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "preflight":
         return preflight(rest)
+    if command == "prefill":
+        try:
+            return prefill(rest)
+        except AnalysisUtilsError as error:
+            print(error, file=sys.stderr)
+            return 2
     if command == "check-outputs":
         problems = check_outputs(rest)
         if not rest:
@@ -607,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         if not problems:
             print(f"HTML check passed; screenshots in {Path(screenshots).resolve()}")
     else:
-        print(f"Unknown command {command!r}; use preflight, check-outputs or check-html.",
+        print(f"Unknown command {command!r}; use preflight, prefill, check-outputs or check-html.",
               file=sys.stderr)
         return 2
     for problem in problems:
