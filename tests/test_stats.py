@@ -183,9 +183,10 @@ def test_lme_exact_equals_a_tightly_converged_statsmodels_fit(name):
 
     data = _lme_data(*LME_DATASETS[name])
     exact = stats.local_lme(*data)
+    model = _statsmodels_model(*data)  # outside: importing statsmodels adds warning filters
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = _statsmodels_model(*data).fit(reml=True, gtol=1e-10)
+        fit = model.fit(reml=True, gtol=1e-10)
     assert fit.converged
     interval = fit.conf_int().loc["Intercept"]
     assert exact["beta"] == pytest.approx(fit.fe_params["Intercept"], rel=1e-10, abs=1e-15)
