@@ -94,15 +94,41 @@ def normalised_time(step, n_steps: int):
     return np.zeros_like(step) if n_steps <= 1 else (step - 1) / (n_steps - 1)
 
 
-def kde_curve(values, grid) -> np.ndarray:
-    """A Gaussian KDE (Scott's bandwidth) on ``grid``; a spike-free zero curve for constant data."""
-    from scipy.stats import gaussian_kde  # imported here: scipy.stats takes ~0.5 s to import
+#: bins per bandwidth of the binned KDE, and the kernel's cut-off in bandwidths
+KDE_BINS_PER_BANDWIDTH = 64
+KDE_CUTOFF = 7.0
 
-    values = np.asarray(values, dtype=float)
+
+def kde_curve(values, grid) -> np.ndarray:
+    """A Gaussian KDE (Scott's bandwidth) on ``grid``; a spike-free zero curve for constant data.
+
+    The curve of ``scipy.stats.gaussian_kde(values)(grid)`` (bandwidth: the sample SD, ddof 1,
+    times n^(-1/5)), computed by linear binning: the values are spread onto bins of 1/64
+    bandwidth, convolved with the Gaussian (cut at 7 bandwidths, where it is below 3e-11 of
+    its peak) and read off at ``grid`` by linear interpolation. Measured against scipy, the
+    curve differs by less than 1e-4 of its peak (tests/test_plotting.py), about 50x faster on
+    the 4950 distances of a ridge plot. The bins stay few: the range of n values is at most
+    ~sqrt(n) SDs, so there are at most ~64 n^0.7 bins (25,000 for n = 5000).
+    """
+    values = np.asarray(values, dtype=float).ravel()
     values = values[np.isfinite(values)]
+    grid = np.asarray(grid, dtype=float)
     if values.size < 2 or np.ptp(values) == 0:
         return np.zeros_like(grid, dtype=float)
-    return gaussian_kde(values)(grid)
+    bandwidth = values.std(ddof=1) * values.size ** (-1 / 5)
+    step = bandwidth / KDE_BINS_PER_BANDWIDTH
+    low = values.min()
+    position = (values - low) / step
+    left = np.floor(position).astype(np.int64)
+    right_share = position - left
+    n_bins = int(left.max()) + 2
+    counts = (np.bincount(left, 1.0 - right_share, minlength=n_bins)
+              + np.bincount(left + 1, right_share, minlength=n_bins))
+    half = int(np.ceil(KDE_CUTOFF * KDE_BINS_PER_BANDWIDTH))
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / KDE_BINS_PER_BANDWIDTH) ** 2)
+    density = np.convolve(counts, kernel) / (values.size * bandwidth * np.sqrt(2 * np.pi))
+    centres = low + (np.arange(density.size) - half) * step
+    return np.interp(grid, centres, density, left=0.0, right=0.0)
 
 
 # --------------------------------------------------------------------------- chapter 1
