@@ -173,7 +173,7 @@ def between_model_rho_bootstrap(tagged: Sequence[TaggedRDM], draws) -> tuple[flo
         rows, cols = np.triu_indices(n_categories, k=1)
     else:
         rows, cols = np.nonzero(~np.eye(n_categories, dtype=bool))
-    sort_orders = [_SortOrder.of(rdm[rows, cols]) for rdm in rdms]
+    tie_groups = [_TieGroups.of(rdm[rows, cols]) for rdm in rdms]
     values = np.empty(len(draws))
     for start in range(0, len(draws), _DRAWS_PER_CHUNK):
         chunk = draws[start:start + _DRAWS_PER_CHUNK]
@@ -182,7 +182,7 @@ def between_model_rho_bootstrap(tagged: Sequence[TaggedRDM], draws) -> tuple[flo
             weights = counts[:, rows] * counts[:, cols]
         else:
             weights = _ordered_pair_counts(chunk, n_categories)[:, rows, cols]
-        values[start:start + len(chunk)] = _weighted_mean_between_rho(sort_orders, weights)
+        values[start:start + len(chunk)] = _weighted_mean_between_rho(tie_groups, weights)
     return float(values[0]), values[1:]
 
 
@@ -216,43 +216,58 @@ def _ordered_pair_counts(draws: np.ndarray, n_categories: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _SortOrder:
-    """One RDM's entries sorted once: the sort order, where each group of equal values starts
-    (in sorted order) and the group of every entry (in the original order)."""
+class _TieGroups:
+    """One RDM's entries sorted once, for ranking them under any weights.
+
+    ``order`` sorts the entries; in that sorted order, the tie group (exactly equal values) of
+    entry e spans the positions ``group_start[e]`` to ``group_end[e] - 1``. With the cumulative
+    weight ``cum`` of the sorted entries (``cum[0] = 0``), the average rank of entry e is
+    ``cum[group_start[e]] + (group weight + 1) / 2 = (cum[group_start[e]] + cum[group_end[e]]
+    + 1) / 2``.
+    """
 
     order: np.ndarray
-    group_starts: np.ndarray
-    group_of_entry: np.ndarray
+    group_start: np.ndarray
+    group_end: np.ndarray
 
     @classmethod
-    def of(cls, values: np.ndarray) -> _SortOrder:
+    def of(cls, values: np.ndarray) -> _TieGroups:
         order = np.argsort(values, kind="stable")
         sorted_values = values[order]
         starts_group = np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]])
-        group_of_entry = np.empty(len(values), dtype=np.int64)
-        group_of_entry[order] = np.cumsum(starts_group) - 1
-        return cls(order, np.flatnonzero(starts_group), group_of_entry)
+        starts = np.flatnonzero(starts_group)
+        ends = np.append(starts[1:], len(values))
+        group_of_sorted = np.cumsum(starts_group) - 1
+        group_start = np.empty(len(values), dtype=np.int64)
+        group_end = np.empty(len(values), dtype=np.int64)
+        group_start[order] = starts[group_of_sorted]
+        group_end[order] = ends[group_of_sorted]
+        return cls(order, group_start, group_end)
 
 
-def _weighted_mean_between_rho(sort_orders: list[_SortOrder], weights: np.ndarray) -> np.ndarray:
+def _weighted_mean_between_rho(tie_groups: list[_TieGroups], weights: np.ndarray) -> np.ndarray:
     """Mean Spearman ρ over pairs of RDMs for each row of integer entry weights [B, E]."""
-    n_draws, n_rdms = weights.shape[0], len(sort_orders)
-    total = weights.sum(axis=1)  # the length of the resampled vectors
-    centred = np.empty((n_draws, n_rdms, weights.shape[1]))
-    for m, sort_order in enumerate(sort_orders):
-        group_weights = np.add.reduceat(weights[:, sort_order.order], sort_order.group_starts,
-                                        axis=1)
-        below = np.cumsum(group_weights, axis=1) - group_weights
-        group_ranks = below + (group_weights + 1) / 2.0
-        # average ranks of n values always sum to n (n + 1) / 2, so their mean is (n + 1) / 2
-        centred[:, m] = group_ranks[:, sort_order.group_of_entry] - ((total + 1) / 2.0)[:, None]
-    # half-integer ranks times integer weights: these sums are exact in float64, so the
-    # variance of a vector that is constant on the draw is exactly 0 and its ρ is 0 / 0 = NaN
-    products = (centred * weights[:, None, :]) @ centred.transpose(0, 2, 1)
+    weights = weights.astype(np.float64)
+    n_draws, n_entries = weights.shape
+    total = weights.sum(axis=1, keepdims=True)  # the length of the resampled vectors
+    cumulative = np.zeros((n_draws, n_entries + 1))
+    # twice the centred average ranks: 2 rank - (total + 1), where (total + 1) / 2 is the mean
+    # of the average ranks of any `total` values
+    centred = np.empty((n_draws, len(tie_groups), n_entries))
+    weighted = np.empty_like(centred)
+    for m, groups in enumerate(tie_groups):
+        np.cumsum(weights[:, groups.order], axis=1, out=cumulative[:, 1:])
+        np.add(cumulative[:, groups.group_start], cumulative[:, groups.group_end],
+               out=centred[:, m])
+        centred[:, m] -= total
+        np.multiply(centred[:, m], weights, out=weighted[:, m])
+    # integer ranks and weights: these sums are exact in float64, so the variance of a vector
+    # that is constant on the draw is exactly 0 and its ρ is 0 / 0 = NaN; the factor 2 cancels
+    products = weighted @ centred.transpose(0, 2, 1)
     variances = np.diagonal(products, axis1=1, axis2=2)
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = products / np.sqrt(variances[:, :, None] * variances[:, None, :])
-        upper = np.triu_indices(n_rdms, k=1)
+        upper = np.triu_indices(len(tie_groups), k=1)
         pairs = rho[:, upper[0], upper[1]]
         valid = ~np.isnan(pairs)
         return np.where(valid, pairs, 0.0).sum(axis=1) / valid.sum(axis=1)
