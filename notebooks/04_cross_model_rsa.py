@@ -42,9 +42,8 @@ n_boot = 500  # bootstrap resamples of the categories for the claim test
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
-from scipy.stats import rankdata
 
-from analysis_utils import book, catalogue, extract, geometry, plotting, rsa
+from analysis_utils import book, catalogue, extract, plotting, rsa
 from analysis_utils.errors import AnalysisUtilsError
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
@@ -135,39 +134,30 @@ plotting.plt.close(fig)
 
 # %%
 def nearest_step(name, tau):
+    """The step of model ``name`` nearest to normalised time τ; 1 for a feedforward model."""
     n_steps = features[name]["logits"].shape[0]
     return 1 if n_steps == 1 else int(round(tau * (n_steps - 1))) + 1
 
 
-def mean_between_model_rho(rdms, index):
-    """Mean Spearman ρ over pairs of different RDMs [M, C, C], on the categories ``index``."""
-    i, j = np.triu_indices(len(index), k=1)
-    keep = index[i] != index[j]
-    vectors = rdms[:, index[i][keep], index[j][keep]]
-    ranks = rankdata(vectors, axis=1)
-    ranks -= ranks.mean(axis=1, keepdims=True)
-    unit = ranks / np.linalg.norm(ranks, axis=1, keepdims=True)
-    rho = unit @ unit.T
-    upper = np.triu_indices(len(rdms), k=1)
-    return float(np.nanmean(rho[upper]))
-
-
-def rdm_stack(readout, tau):
-    return np.stack([
-        geometry.cosine_rdm(geometry.prototypes(
-            features[name][readout][nearest_step(name, tau) - 1], labels)).numpy()
-        for name in P.models]).astype(np.float64)
+def rdms_at(readout, tau):
+    """Every model's RDM of ``readout`` at its step nearest to τ, tagged."""
+    tagged = []
+    for name in P.models:
+        step = nearest_step(name, tau)
+        tagged.append(rsa.tagged_rdm(name, readout, step, features[name][readout][step - 1],
+                                     labels))
+    return tagged
 
 
 rng = np.random.default_rng(42)
 n_categories = int(labels.max()) + 1
 draws = rng.integers(0, n_categories, size=(N_BOOT, n_categories))
-identity = np.arange(n_categories)
 claim_rows, curve_rows = [], []
 for tau in (0.0, 0.5, 1.0):
-    stacks = {readout: rdm_stack(readout, tau) for readout in ("penult", "logits")}
-    observed = {r: mean_between_model_rho(stacks[r], identity) for r in stacks}
-    boot = {r: np.array([mean_between_model_rho(stacks[r], d) for d in draws]) for r in stacks}
+    observed, boot = {}, {}
+    for readout in ("penult", "logits"):
+        observed[readout], boot[readout] = rsa.between_model_rho_bootstrap(
+            rdms_at(readout, tau), draws)
     difference = boot["penult"] - boot["logits"]
     lo, hi = np.quantile(difference, [0.025, 0.975])
     claim_rows.append({"τ": tau, "mean ρ penult": observed["penult"],
@@ -175,7 +165,7 @@ for tau in (0.0, 0.5, 1.0):
                        "penult − logits": observed["penult"] - observed["logits"],
                        "95% CI low": lo, "95% CI high": hi,
                        "supports the claim": bool(lo > 0)})
-    for readout in stacks:
+    for readout in boot:
         q = np.quantile(boot[readout], [0.025, 0.975])
         curve_rows.append({"readout": readout, "tau": tau, "mean": observed[readout],
                            "lo": q[0], "hi": q[1]})
