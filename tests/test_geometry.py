@@ -413,5 +413,10 @@ def test_bad_inputs_raise_one_clear_error():
     bad[0, 0] = float("nan")
     with pytest.raises(AnalysisUtilsError, match="NaN"):
         g.between_prototype_summary(bad, labels)
+    bad[0, 0], bad[1, 0] = float("inf"), float("-inf")  # their sum is NaN: still refused
+    with pytest.raises(AnalysisUtilsError, match="infinite"):
+        g.between_prototype_summary(bad, labels)
+    huge = torch.full_like(X, 3e38)  # finite values whose float32 sum overflows: accepted
+    assert g.between_prototype_summary(huge, labels)["n_pairs"] > 0
     with pytest.raises(AnalysisUtilsError, match=r"\[T, N, D\]"):
         g.trajectory(X, labels)
