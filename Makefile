@@ -44,7 +44,7 @@ book/notebooks/_sources/%.ipynb: notebooks/%.py $(STAMP)
 
 notebooks: $(STAMP) $(SOURCE_NOTEBOOKS)
 	$(PY) -m analysis_utils.book preflight $(PARAMS)
-	$(PY) -m analysis_utils.book prefill $(PARAMS)
+	$(PY) -m analysis_utils.book prefill $(SOURCE_NOTEBOOKS) $(PARAMS)
 	printf '%s\n' $(CHAPTER_NAMES) | xargs -P $(BOOK_JOBS) -I NAME \
 	  $(MAKE) --no-print-directory execute-one CHAPTER=NAME PARAMS='$(PARAMS)'
 	$(PY) -m analysis_utils.book check-outputs $(CHAPTERS)

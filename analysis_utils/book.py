@@ -7,8 +7,10 @@
   software rendered it, and a plain warning when the models are untrained.
 - :func:`preflight` is what ``make book`` runs before executing any chapter: it reads the
   papermill ``-p`` pairs and stops with one sentence when trained weights are absent.
-- :func:`prefill` extracts every model's features for those parameters into the feature
-  cache, once, so the chapters can then run side by side and all read the cache.
+- :func:`prefill` extracts every feature the chapters will read (each chapter's defaults
+  overridden by the ``-p`` pairs) into the feature cache, once, so the chapters can then run
+  side by side and all read the cache; :func:`untrained_reference` is chapter 3's untrained
+  reference, shared by the chapter and the prefill.
 - :func:`check_outputs` fails when an executed notebook lacks outputs; :func:`check_html` opens
   the built pages in headless Chromium, saves screenshots, and fails on missing figures or
   broken links.
@@ -16,7 +18,7 @@
 Command line (used by the Makefile)::
 
     python -m analysis_utils.book preflight -p weights untrained ...
-    python -m analysis_utils.book prefill -p weights untrained ...
+    python -m analysis_utils.book prefill book/notebooks/_sources/*.ipynb -p weights untrained
     python -m analysis_utils.book check-outputs book/notebooks/*.ipynb
     python -m analysis_utils.book check-html book/_build/html screenshots
 """
@@ -453,39 +455,134 @@ def _papermill_value(text: str):
     return text
 
 
-#: the parameters every chapter shares (and :func:`check_parameters` takes); a chapter's own
-#: extra parameters (n_boot, untrained_seeds, ...) do not change its features
+#: the parameters every chapter shares (and :func:`check_parameters` takes)
 SHARED_PARAMETERS = ("scale", "weights", "probe", "data_dir", "models", "readouts", "baseline",
                      "after", "n_perm", "seed", "device", "cache_dir", "images_per_category")
 
 
-def prefill(argv: list[str]) -> int:
-    """Extract the features of every model the chapters will read into the feature cache.
+def chapter_parameters(notebook: str | os.PathLike, argv: list[str]) -> dict:
+    """A chapter's parameters as papermill will set them: the defaults of the notebook's
+    ``parameters`` cell, overridden by the ``-p`` pairs in ``argv``."""
+    import ast
 
-    ``make book`` runs this once before executing the chapters side by side, so that no two
-    chapters compute the same features at the same time; with a warm cache it only checks the
-    entries. Takes the same ``-p`` pairs as the chapters.
+    import papermill
+
+    values = {name: ast.literal_eval(info["default"])
+              for name, info in papermill.inspect_notebook(str(notebook)).items()}
+    values.update({name: _papermill_value(text)
+                   for name, text in parse_papermill_params(argv).items()})
+    return values
+
+
+def reference_probe(probe, images_per_category: int):
+    """``(probe cut to the first images_per_category images of every category, their indices
+    in the full probe)``: the images of the untrained reference (probe order is category, then
+    file, so the same images whatever the model)."""
+    per_category = probe.images_per_category
+    keep = [i for i in range(len(probe)) if i % per_category < images_per_category]
+    cut = probe if images_per_category == per_category else probe.subset(images_per_category)
+    return cut, keep
+
+
+def untrained_reference(params: ChapterParameters, probe, seeds, images_per_category: int,
+                        own_features: dict | None = None, progress: bool = False,
+                        metadata: dict | None = None) -> dict:
+    """``{seed: {model: {readout: [T, n, D]}}}``: untrained networks of the chapter's models, one
+    per seed, on the reference images (see :func:`reference_probe`), both stage readouts.
+
+    These are the reference for what training changed (chapter 3). When the chapter's own
+    models are untrained, its seed is one of them: pass its features on the full probe as
+    ``own_features`` and they are cut to the reference images instead of extracted again.
+    ``metadata``, when given, receives the extraction metadata of each extracted
+    ``(seed, model)``.
+    """
+    from . import extract
+
+    cut, keep = reference_probe(probe, images_per_category)
+    reference = {}
+    for seed in seeds:
+        if params.untrained and seed == params.seed and own_features is not None:
+            reference[seed] = {name: {readout: X[:, keep] for readout, X in
+                                      own_features[name].items() if readout in STAGE_READOUTS}
+                               for name in params.models}
+            continue
+        kwargs = {**params.extract_kwargs(), "weights": "untrained", "seed": seed}
+        reference[seed] = {}
+        for name in params.models:
+            reference[seed][name], meta = extract.features(name, cut, readouts=STAGE_READOUTS,
+                                                           progress=progress, **kwargs)
+            if metadata is not None:
+                metadata[(seed, name)] = meta
+    return reference
+
+
+def prefill(argv: list[str]) -> int:
+    """Extract into the feature cache every feature the chapters will read.
+
+    ``argv``: the chapters' source notebooks, then the ``-p`` pairs of ``make book``. Each
+    chapter's parameters are its own defaults overridden by the pairs (as papermill sets them);
+    for each, the features of its models, and the untrained reference of a chapter that has
+    ``untrained_seeds`` (chapter 3). ``make book`` runs this once, with all cores, before the
+    chapters run side by side on one thread each; with a warm cache it only checks entries.
     """
     import time
 
     from . import extract, probes
 
-    given = parse_papermill_params(argv)
-    params = check_parameters(**{name: _papermill_value(value) for name, value in given.items()
-                                 if name in SHARED_PARAMETERS})
+    notebooks = argv[:_first_flag(argv)]
+    pairs = argv[_first_flag(argv):]
+    if not notebooks:
+        raise AnalysisUtilsError(
+            "prefill needs the chapters' notebooks before the -p pairs, for example: python -m "
+            "analysis_utils.book prefill book/notebooks/_sources/*.ipynb -p weights untrained."
+        )
     started = time.perf_counter()
-    probe = probes.load(params.probe, data_dir=params.data_dir,
-                        images_per_category=params.images_per_category or 50)
-    computed = []
-    for name in params.models:
-        _, metadata = extract.features(name, probe, readouts=params.readouts, progress=False,
-                                       **params.extract_kwargs())
+    loaded, done, computed = {}, set(), []
+
+    def features_of(params, probe, name, readouts, **kwargs):
+        values, metadata = extract.features(name, probe, readouts=readouts, progress=False,
+                                            **{**params.extract_kwargs(), **kwargs})
         if not all(metadata["cache"]["from_cache"].values()):
             computed.append(f"{name} {metadata['seconds']:.1f} s")
-    done = f"extracted {', '.join(computed)}" if computed else "all were in the cache"
-    print(f"Features of {len(params.models)} models on the {params.probe} probe: {done} "
+        return values
+
+    for notebook in notebooks:
+        values = chapter_parameters(notebook, pairs)
+        params = check_parameters(**{k: v for k, v in values.items() if k in SHARED_PARAMETERS})
+        where = (params.probe, params.data_dir, params.images_per_category)
+        if where not in loaded:
+            loaded[where] = probes.load(params.probe, data_dir=params.data_dir,
+                                        images_per_category=params.images_per_category or 50)
+        probe = loaded[where]
+        own = {name: features_of(params, probe, name, params.readouts) for name in params.models}
+        if "untrained_seeds" in values:
+            seeds = check_seeds(values["untrained_seeds"], "untrained_seeds")
+            count = min(check_count(values["reference_images_per_category"],
+                                    "reference_images_per_category", minimum=2),
+                        probe.images_per_category)
+            if repr((params, seeds, count)) not in done:
+                extracted = {}
+                untrained_reference(params, probe, seeds, count, own_features=own,
+                                    metadata=extracted)
+                fresh = {key: meta["seconds"] for key, meta in extracted.items()
+                         if not all(meta["cache"]["from_cache"].values())}
+                if fresh:
+                    seeds_done = ", ".join(str(seed) for seed in sorted({k[0] for k in fresh}))
+                    computed.append(f"the untrained reference (seeds {seeds_done}, "
+                                    f"{len(fresh)} model-seeds) {sum(fresh.values()):.1f} s")
+                done.add(repr((params, seeds, count)))
+    summary = f"extracted {', '.join(computed)}" if computed else "all were in the cache"
+    print(f"Features for {len(notebooks)} chapters: {summary} "
           f"({time.perf_counter() - started:.1f} s).")
     return 0
+
+
+def _first_flag(argv: list[str]) -> int:
+    """Index of the first ``-p``/``--parameters`` in ``argv`` (its length when there is none)."""
+    for index, arg in enumerate(argv):
+        if arg in ("-p", "--parameters"):
+            return index
+    return len(argv)
 
 
 def check_outputs(paths) -> list[str]:

@@ -67,24 +67,12 @@ for name in P.models:
     features[name], extraction[name] = extract.features(
         name, probe_set, readouts=P.readouts, progress=False, **P.extract_kwargs())
 display(book.features_summary(features, extraction))
-# The comparison with untrained networks uses the first REFERENCE_K images of each category
-# (probe order is category, then file), for the chapter's models and the untrained seeds alike.
-per_category = probe_set.images_per_category
-keep = [i for i in range(len(probe_set)) if i % per_category < REFERENCE_K]
-reference_probe = (probe_set if REFERENCE_K == per_category
-                   else probe_set.subset(REFERENCE_K))
-reference_labels = labels[keep]
+# The comparison with untrained networks uses the first REFERENCE_K images of each category,
+# for the chapter's models and the untrained seeds alike.
+reference_images, keep = book.reference_probe(probe_set, REFERENCE_K)
+reference_labels = reference_images.labels
 compared = {name: {r: X[:, keep] for r, X in features[name].items()} for name in P.models}
-reference = {}  # {seed: {model: features}} of the untrained networks
-for s in SEEDS:
-    if P.untrained and s == P.seed:  # the chapter's own untrained models are one of the seeds
-        reference[s] = compared
-        continue
-    kwargs = {**P.extract_kwargs(), "weights": "untrained", "seed": s}
-    reference[s] = {name: extract.features(name, reference_probe,
-                                           readouts=("penult", "logits"), progress=False,
-                                           **kwargs)[0]
-                    for name in P.models}
+reference = book.untrained_reference(P, probe_set, SEEDS, REFERENCE_K, own_features=features)
 
 
 def between(X, labels=labels):

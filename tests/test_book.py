@@ -261,3 +261,48 @@ def test_book_command_line_reports_unknown_commands():
     result = subprocess.run([sys.executable, "-m", "analysis_utils.book", "frobnicate"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and "Unknown command" in result.stderr
+
+
+def test_prefill_extracts_what_the_chapters_read_with_their_own_defaults(tmp_path, capsys):
+    """prefill reads each chapter's defaults (here chapter 3's untrained_seeds and reference
+    size), overrides them with the -p pairs, and leaves every feature the chapter reads in the
+    cache; a second run finds them all there."""
+    import jupytext
+    from conftest import write_tiny_layout
+
+    from analysis_utils import extract, probes
+
+    data = write_tiny_layout(tmp_path / "data", n_wnids=8, images_per_wnid=3)
+    source = tmp_path / "03_orthogonality.ipynb"
+    jupytext.write(jupytext.read(ROOT / "notebooks" / "03_orthogonality.py"), source)
+    defaults = book.chapter_parameters(source, [])
+    assert defaults["untrained_seeds"] == "0,1,2" and defaults["weights"] == "trained"
+    cache = tmp_path / "cache"
+    pairs = ["-p", "weights", "untrained", "-p", "models", "alexnet,b", "-p", "seed", "1",
+             "-p", "data_dir", str(data), "-p", "cache_dir", str(cache),
+             "-p", "images_per_category", "3", "-p", "reference_images_per_category", "2"]
+    values = book.chapter_parameters(source, pairs)
+    assert values["seed"] == 1 and values["reference_images_per_category"] == 2
+    assert values["untrained_seeds"] == "0,1,2"  # the chapter's default, not overridden
+
+    assert book.main(["prefill", str(source), *pairs]) == 0
+    first = capsys.readouterr().out
+    assert "extracted" in first and "untrained reference" in first
+    probe = probes.load("tiny", data_dir=data, images_per_category=3)
+    cut, keep = book.reference_probe(probe, 2)
+    assert len(cut) == len(keep) == 2 * probe.n_categories
+    for name in ("alexnet", "b"):
+        _, meta = extract.features(name, probe, weights="untrained", seed=1, cache_dir=cache,
+                                   progress=False)
+        assert all(meta["cache"]["from_cache"].values())
+        for seed in (0, 2):  # seed 1 is the chapter's own models, cut from their features
+            _, meta = extract.features(name, cut, weights="untrained", seed=seed,
+                                       cache_dir=cache, progress=False)
+            assert all(meta["cache"]["from_cache"].values()), (name, seed)
+    # 2 readouts x (the chapter's seed 1 + reference seeds 0 and 2): seed 1 was not re-extracted
+    assert len(list((cache / "alexnet").glob("*.json"))) == 6
+
+    assert book.main(["prefill", str(source), *pairs]) == 0
+    assert "all were in the cache" in capsys.readouterr().out
+    assert book.main(["prefill", *pairs]) == 2
+    assert "needs the chapters' notebooks" in capsys.readouterr().err
