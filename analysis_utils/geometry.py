@@ -165,8 +165,11 @@ def prototypes(X, labels) -> torch.Tensor:
     return _prototypes(X, as_labels(labels, X.shape[-2], X.device, min_classes=1))
 
 
-def _exemplar_distances(X: torch.Tensor, lab: Labels, metric: str = "cosine") -> torch.Tensor:
-    own = _prototypes(X, lab).index_select(X.dim() - 2, lab.index)
+def _exemplar_distances(X: torch.Tensor, lab: Labels, metric: str = "cosine",
+                        own: torch.Tensor | None = None) -> torch.Tensor:
+    """``own``: each exemplar's prototype [..., N, D], when the caller already has it."""
+    if own is None:
+        own = _prototypes(X, lab).index_select(X.dim() - 2, lab.index)
     if metric == "cosine":
         return 1.0 - F.cosine_similarity(X, own, dim=-1)
     return torch.linalg.vector_norm(X - own, dim=-1)
@@ -380,13 +383,19 @@ def _nearest_centroid_scores(X: torch.Tensor, lab: Labels, leave_one_out: bool) 
     protos = _prototypes(X, lab)
     scores = F.normalize(X, dim=-1) @ F.normalize(protos, dim=-1).transpose(-1, -2)
     if leave_one_out:
-        counts = lab.counts.to(X.dtype)[lab.index].unsqueeze(-1)
-        own = protos.index_select(X.dim() - 2, lab.index)
-        own_without_self = (own * counts - X) / (counts - 1.0)
-        own_score = F.cosine_similarity(X, own_without_self, dim=-1, eps=1e-12)
-        scores = scores.scatter(-1, lab.index.expand(scores.shape[:-1]).unsqueeze(-1),
-                                own_score.unsqueeze(-1))
+        scores = _leave_one_out_scores(X, lab, scores, protos.index_select(X.dim() - 2, lab.index))
     return scores
+
+
+def _leave_one_out_scores(X: torch.Tensor, lab: Labels, scores: torch.Tensor,
+                          own: torch.Tensor) -> torch.Tensor:
+    """``scores`` with each exemplar's own-class column rescored against its prototype
+    computed without it (``own``: each exemplar's prototype [..., N, D])."""
+    counts = lab.counts.to(X.dtype)[lab.index].unsqueeze(-1)
+    own_without_self = (own * counts - X) / (counts - 1.0)
+    own_score = F.cosine_similarity(X, own_without_self, dim=-1, eps=1e-12)
+    return scores.scatter(-1, lab.index.expand(scores.shape[:-1]).unsqueeze(-1),
+                          own_score.unsqueeze(-1))
 
 
 def nearest_centroid_accuracy(X, labels, leave_one_out: bool = False) -> dict:
@@ -587,16 +596,19 @@ def trajectory(features, labels, logits_class_index=None) -> pd.DataFrame:
     lab = as_labels(labels, features.shape[1], features.device, min_classes=3)
     _require_min_count(lab, 2, "The trajectory (it includes leave-one-out accuracy)")
     P = _prototypes(features, lab)
+    own = P.index_select(1, lab.index)  # each exemplar's prototype, shared by the measures below
     table = pd.DataFrame({"step": np.arange(1, features.shape[0] + 1)})
-    table["cluster_size"] = _exemplar_distances(features, lab).double().mean(-1).cpu().numpy()
-    table["cluster_size_euclidean"] = (
-        _exemplar_distances(features, lab, "euclidean").double().mean(-1).cpu().numpy()
-    )
+    table["cluster_size"] = (_exemplar_distances(features, lab, "cosine", own)
+                             .double().mean(-1).cpu().numpy())
+    table["cluster_size_euclidean"] = (_exemplar_distances(features, lab, "euclidean", own)
+                                       .double().mean(-1).cpu().numpy())
     orth = {k: v.cpu().numpy() for k, v in _orthogonality_batched(P).items()}
     table["between_mean"] = orth.pop("raw_between_mean")
     table["between_sd"] = orth.pop("raw_between_sd")
-    for name, loo in (("nc", False), ("nc_loo", True)):
-        top1, top5 = _topk_hits(_nearest_centroid_scores(features, lab, loo), lab.index)
+    scores = F.normalize(features, dim=-1) @ F.normalize(P, dim=-1).transpose(-1, -2)
+    for name, values in (("nc", scores),
+                         ("nc_loo", _leave_one_out_scores(features, lab, scores, own))):
+        top1, top5 = _topk_hits(values, lab.index)
         table[f"{name}_top1"] = top1.cpu().numpy()
         table[f"{name}_top5"] = top5.cpu().numpy()
     table["effective_dimension"] = effective_dimension(features)

@@ -384,8 +384,11 @@ def test_trajectory_rows_equal_single_state_measures():
         float(g.exemplar_prototype_distances(X, labels).double().mean()), abs=1e-7)
     assert row["between_mean"] == pytest.approx(g.between_prototype_summary(X, labels)["mean"])
     assert row["nc_top1"] == pytest.approx(g.nearest_centroid_accuracy(X, labels)["top1"])
-    assert row["nc_loo_top1"] == pytest.approx(
-        g.nearest_centroid_accuracy(X, labels, leave_one_out=True)["top1"])
+    assert row["cluster_size_euclidean"] == pytest.approx(
+        float(g.exemplar_prototype_distances(X, labels, "euclidean").double().mean()), abs=1e-6)
+    nc, loo = (g.nearest_centroid_accuracy(X, labels, leave_one_out=flag) for flag in (0, 1))
+    assert (row["nc_top1"], row["nc_top5"]) == pytest.approx((nc["top1"], nc["top5"]))
+    assert (row["nc_loo_top1"], row["nc_loo_top5"]) == pytest.approx((loo["top1"], loo["top5"]))
     assert row["effective_dimension"] == pytest.approx(g.effective_dimension(X))
     assert row["centred_rms_cosine"] == pytest.approx(
         g.orthogonality(X, labels)["centred_rms_cosine"])
