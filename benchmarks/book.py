@@ -1,0 +1,106 @@
+"""Time `make book` cold (empty feature cache) and warm, per chapter, with peak memory.
+
+Runs `make book PARAMS=...` first with a fresh, empty feature cache (cold: every feature is
+extracted) and then `--warm` more times on the filled cache, and prints for each run: the wall
+time, the prefill's summary line, each chapter's papermill duration, the peak memory of the
+whole build (the sum of the proportional set size, PSS, over make, papermill and the kernels,
+so shared libraries count once; sampled every 0.5 s) and the load average before the run.
+The book's targets on a 2-core CPU: cold <= 180 s, warm <= 45 s.
+
+    .venv/bin/python benchmarks/book.py --data-dir /tmp/probe            # untrained weights
+    .venv/bin/python benchmarks/book.py --data-dir /tmp/probe --warm 3 --params "-p n_perm 10000"
+
+``--data-dir`` is the folder holding ``tiny-imagenet-200/`` (default: $ANALYSIS_UTILS_DATA).
+Memory is read with psutil (installed with ipykernel, which the book needs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tree_pss(process: psutil.Process) -> int:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_build(params: str, env: dict) -> dict:
+    """One `make book`; its wall time, output and the peak PSS of its process tree."""
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    process = subprocess.Popen(["make", "--no-print-directory", "book", f"PARAMS={params}"],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        watched = psutil.Process(process.pid)
+        while not done.is_set():
+            try:
+                peak = max(peak, _tree_pss(watched))
+            except psutil.Error:
+                pass
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = process.communicate()
+    done.set()
+    sampler.join()
+    wall = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"make book failed (exit {process.returncode}):\n{output[-3000:]}")
+    prefill = next((line for line in output.splitlines() if line.startswith("Features for")), "")
+    chapters = {}
+    for notebook in sorted((ROOT / "book" / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        meta = json.loads(notebook.read_text())["metadata"].get("papermill", {})
+        chapters[notebook.stem] = meta.get("duration")
+    return {"wall": wall, "prefill": prefill, "chapters": chapters, "peak_pss": peak,
+            "load": load}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("ANALYSIS_UTILS_DATA"),
+                        help="folder holding tiny-imagenet-200/")
+    parser.add_argument("--params", default="-p weights untrained",
+                        help="papermill parameters, as for make book PARAMS=...")
+    parser.add_argument("--warm", type=int, default=2, help="warm runs after the cold one")
+    args = parser.parse_args()
+    if not args.data_dir or not (Path(args.data_dir) / "tiny-imagenet-200").is_dir():
+        raise SystemExit("Pass --data-dir (or set ANALYSIS_UTILS_DATA) to the folder that holds "
+                         "tiny-imagenet-200/, for example the unpacked val-probe100.tar.gz.")
+    with tempfile.TemporaryDirectory(prefix="book-benchmark-cache-") as cache:
+        env = {**os.environ, "ANALYSIS_UTILS_DATA": args.data_dir,
+               "ANALYSIS_UTILS_CACHE": cache}
+        print(f"make book PARAMS=\"{args.params}\" on {os.cpu_count()} CPUs")
+        for index in range(1 + args.warm):
+            kind = "cold" if index == 0 else "warm"
+            result = run_build(args.params, env)
+            chapters = ", ".join(f"{name[:2]} {seconds:.1f} s"
+                                 for name, seconds in result["chapters"].items())
+            print(f"{kind}: {result['wall']:.1f} s (load before {result['load']:.2f}; peak PSS "
+                  f"{result['peak_pss'] / 2**30:.2f} GiB); chapters: {chapters}")
+            print(f"      {result['prefill']}")
+
+
+if __name__ == "__main__":
+    main()
