@@ -308,9 +308,20 @@ def pair_metrics(X_before, X_after, labels) -> dict:
     return {key: float(value[0]) for key, value in batched.items()}
 
 
-def _step_pairs(n_steps: int, reference: str) -> tuple[list[int], list[int]]:
-    """0-based (from, to) step indices for consecutive or first-to-each comparisons."""
-    _check_choice("reference", reference, ("previous", "first"))
+def _step_pairs(n_steps: int, reference: str | int) -> tuple[list[int], list[int]]:
+    """0-based (from, to) step indices for consecutive or reference-to-each comparisons."""
+    if isinstance(reference, (int, np.integer)) and not isinstance(reference, bool):
+        if not 1 <= reference < n_steps:
+            raise AnalysisUtilsError(
+                f"reference step must be from 1 to {n_steps - 1} (a later step must exist), "
+                f"got {reference}."
+            )
+        to = list(range(int(reference), n_steps))
+        return [int(reference) - 1] * len(to), to
+    if reference not in ("previous", "first"):
+        raise AnalysisUtilsError(
+            f"reference must be 'previous', 'first' or a 1-based step number, got {reference!r}."
+        )
     if n_steps < 2:
         raise AnalysisUtilsError(
             f"Comparing steps needs features with at least 2 steps, got {n_steps}."
@@ -320,12 +331,15 @@ def _step_pairs(n_steps: int, reference: str) -> tuple[list[int], list[int]]:
     return start, to
 
 
-def pair_metrics_over_steps(features, labels, reference: str = "previous") -> pd.DataFrame:
+def pair_metrics_over_steps(features, labels, reference: str | int = "previous"
+                            ) -> pd.DataFrame:
     """The five pairwise metrics between steps of features [T, N, D], batched over pairs.
 
     ``reference="previous"`` compares each step with the one before (1->2, 2->3, ...);
-    ``"first"`` compares step 1 with each later step (1->2, 1->3, ...). Returns one row per
-    pair with the 1-based columns "step_from", "step_to" and the study's five keys.
+    ``"first"`` compares step 1 with each later step (1->2, 1->3, ...); a 1-based step ``s``
+    compares step s with each later step (s->s+1, s->s+2, ...; for example the step from
+    :func:`first_image_dependent_step`). Returns one row per pair with the 1-based columns
+    "step_from", "step_to" and the study's five keys.
     """
     features = as_features(features, "features")
     if features.dim() != 3:
@@ -337,12 +351,36 @@ def pair_metrics_over_steps(features, labels, reference: str = "previous") -> pd
     if reference == "previous":
         Xb, Xa = features[:-1], features[1:]
     else:
-        Xb, Xa = features[:1].expand(len(to), -1, -1), features[1:]
+        Xb, Xa = features[start[0]:start[0] + 1].expand(len(to), -1, -1), features[to]
     values = _pair_metrics_batched(Xb, Xa, lab)
     table = pd.DataFrame({"step_from": np.array(start) + 1, "step_to": np.array(to) + 1})
     for key in PAIR_METRIC_KEYS:
         table[key] = values[key]
     return table
+
+
+def first_image_dependent_step(features, rtol: float = 1e-4) -> int | None:
+    """The first 1-based step at which features [T, N, D] depend on the image, or None.
+
+    A step depends on the image when its features vary across the N images by more than
+    ``rtol`` times their largest magnitude. Before the image reaches a readout (CORnet-RT's
+    penult at t=1..3, ConvRNN's top areas for its first steps), every image gives the same
+    features, driven by biases and the network's own state, and they differ only by float
+    rounding (measured: ~1e-7 relative, against >= 1e-2 once the image arrives). Changes
+    measured *from* such a step divide by distances that are rounding noise, so comparisons
+    over steps start here.
+    """
+    features = as_features(features, "features")
+    if features.dim() != 3:
+        raise AnalysisUtilsError(
+            f"features must have the layout [T, N, D], got shape {tuple(features.shape)}."
+        )
+    if not rtol > 0:
+        raise AnalysisUtilsError(f"rtol must be positive, got {rtol}.")
+    spread = (features - features.mean(1, keepdim=True)).abs().amax((1, 2))
+    scale = features.abs().amax((1, 2))
+    dependent = torch.nonzero(spread > rtol * scale).flatten()
+    return int(dependent[0]) + 1 if dependent.numel() else None
 
 
 # --------------------------------------------------------------------------------------------

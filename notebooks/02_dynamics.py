@@ -104,37 +104,49 @@ display(fig)
 plotting.plt.close(fig)
 
 # %% [markdown]
-# ## Change from step 1, at every step
+# ## Change from the first step that sees the image
 #
-# The study's five pairwise measures between step 1 and every later step (for the recurrent
-# models): Δ Cluster Size (%) below 0 means the categories compacted, Δ Between-Proto (%)
-# above 0 that the (centred) prototypes moved apart, and Proto RDM ρ how much of the global
-# structure survives.
+# The study's five pairwise measures between a reference step and every later step (for the
+# recurrent models): Δ Cluster Size (%) below 0 means the categories compacted, Δ
+# Between-Proto (%) above 0 that the (centred) prototypes moved apart, and Proto RDM ρ how
+# much of the global structure survives. The reference is step 1, except where a readout
+# does not yet depend on the image at step 1 (CORnet-RT and ConvRNN, whose top areas receive
+# the image after a delay): there the features are the same for every image up to float
+# rounding, a percentage change from them divides by rounding noise, so the reference is the
+# first step at which the readout varies across images (`geometry.first_image_dependent_step`).
+# Each curve starts at the first step after its reference.
 
 # %%
-pair_rows = []
+pair_rows, references = [], []
 for name in recurrent:
     for readout in ("penult", "logits"):
-        table = geometry.pair_metrics_over_steps(features[name][readout], labels,
-                                                 reference="first")
+        X = features[name][readout]
+        start = geometry.first_image_dependent_step(X)
+        references.append({"model": name, "readout": readout,
+                           "reference step": "never" if start is None
+                           else catalogue.card(name).step_label(start)})
+        if start is None or start == X.shape[0]:
+            continue
+        table = geometry.pair_metrics_over_steps(X, labels, reference=start)
         table.insert(0, "readout", readout)
         table.insert(0, "model", name)
-        table["n_steps"] = features[name][readout].shape[0]
+        table["n_steps"] = X.shape[0]
         pair_rows.append(table)
+display(pd.DataFrame(references).pivot(index="model", columns="readout",
+                                       values="reference step").loc[recurrent])
 if pair_rows:
-    from_first = pd.concat(pair_rows, ignore_index=True).rename(columns={"step_to": "step"})
+    from_reference = pd.concat(pair_rows, ignore_index=True).rename(columns={"step_to": "step"})
     for readout in ("penult", "logits"):
-        part = from_first[from_first["readout"] == readout]
+        part = from_reference[from_reference["readout"] == readout]
         fig = plotting.plot_trajectories(part, ["Δ Cluster Size (%)", "Δ Between-Proto (%)",
                                                 "Avg Proto Shift", "Proto RDM ρ"],
                                          time="normalised", note=NOTE, ncols=4,
-                                         title=f"{readout}: change from step 1")
+                                         title=f"{readout}: change from the reference step")
         display(fig)
         plotting.plt.close(fig)
 else:
-    display(Markdown("No recurrent model is among this run's models."))
+    display(Markdown("No recurrent model of this run has a later step to compare."))
 
-# %% [markdown]
 # ## Table 2: baseline vs after at each model's headline readout
 #
 # The study's geometry summary: the five pairwise measures between each recurrent model's

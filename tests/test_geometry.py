@@ -357,20 +357,37 @@ def test_batched_steps_equal_step_by_step():
                                g.knn_category_preservation(features[3], labels, 5)[1])
 
 
-@pytest.mark.parametrize("reference", ["previous", "first"])
-def test_pair_metrics_over_steps_equals_pairwise_calls(reference):
+@pytest.mark.parametrize("reference, expected_from, expected_to", [
+    ("previous", [1, 2, 3], [2, 3, 4]), ("first", [1, 1, 1], [2, 3, 4]),
+    (2, [2, 2], [3, 4]), (3, [3], [4]),
+])
+def test_pair_metrics_over_steps_equals_pairwise_calls(reference, expected_from, expected_to):
     features, labels = _relu_features(steps=4)
     table = g.pair_metrics_over_steps(features, labels, reference=reference)
     assert list(table.columns) == ["step_from", "step_to", *g.PAIR_METRIC_KEYS]
-    expected_from = [1, 2, 3] if reference == "previous" else [1, 1, 1]
     assert table["step_from"].tolist() == expected_from
-    assert table["step_to"].tolist() == [2, 3, 4]
+    assert table["step_to"].tolist() == expected_to
     for _, row in table.iterrows():
         start, end = int(row["step_from"]) - 1, int(row["step_to"]) - 1
         single = g.pair_metrics(features[start], features[end], labels)
         _assert_metrics_close(dict(row[list(g.PAIR_METRIC_KEYS)]), single, atol=1e-9)
     with pytest.raises(AnalysisUtilsError, match="reference"):
         g.pair_metrics_over_steps(features, labels, reference="last")
+    with pytest.raises(AnalysisUtilsError, match="from 1 to 3"):
+        g.pair_metrics_over_steps(features, labels, reference=4)
+
+
+def test_first_image_dependent_step_skips_steps_that_are_the_same_for_every_image():
+    features, labels = _relu_features(steps=5)
+    state = torch.rand(1, 1, features.shape[-1]) + 0.5  # bias-driven, identical for every image
+    noise = 1e-7 * torch.randn(2, *features.shape[1:])  # float rounding across the batch
+    features[:2] = state + noise
+    assert g.first_image_dependent_step(features) == 3
+    assert g.first_image_dependent_step(features[2:]) == 1
+    assert g.first_image_dependent_step(features[:2]) is None
+    assert g.first_image_dependent_step(features, rtol=1e-8) == 1  # noise above this tolerance
+    with pytest.raises(AnalysisUtilsError, match="rtol"):
+        g.first_image_dependent_step(features, rtol=0)
 
 
 def test_trajectory_rows_equal_single_state_measures():
