@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from analysis_utils import book, catalogue, extract, plotting, rsa
+from analysis_utils import book, catalogue, extract, geometry, plotting, rsa
 from analysis_utils.errors import AnalysisUtilsError
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
@@ -106,14 +106,30 @@ display(Markdown(
 # ## Every step in one MDS space
 #
 # The RDM of every model at every step, for each readout, in one cross-model RSA; each
-# model's states form a path from step 1 (hollow circle) to its last step (large dot).
-# Feedforward models are single squares.
+# model's states form a path from its first step (hollow circle) to its last step (large
+# dot). Feedforward models are single squares. A path starts at the first step at which the
+# readout depends on the image (`geometry.first_image_dependent_step`: step 1 for most
+# models, later for CORnet-RT and ConvRNN, whose top areas receive the image after a delay):
+# before it, every image gives the same features up to float rounding, so those RDMs hold
+# rounding noise and would scatter at random across the map.
 
 # %%
+def image_steps(name, readout):
+    """The steps at which ``readout`` of model ``name`` depends on the image."""
+    X = features[name][readout]
+    start = geometry.first_image_dependent_step(X)
+    if start is None:
+        raise AnalysisUtilsError(
+            f"{name}'s {readout} is the same for every image at every step, so it has no "
+            "category geometry; leave the model out with the models parameter."
+        )
+    return list(range(start, X.shape[0] + 1))
+
+
 step_panels = []
 for readout, title in (("penult", "Penultimate"), ("logits", "Logits")):
-    tagged = [t for name in P.models
-              for t in rsa.tagged_rdms_over_steps(name, readout, features[name][readout], labels)]
+    tagged = [rsa.tagged_rdm(name, readout, step, features[name][readout][step - 1], labels)
+              for name in P.models for step in image_steps(name, readout)]
     frame = rsa.cross_model_rsa(tagged)
     coords, stress = rsa.mds(frame)
     step_panels.append({"title": title, "tags": [(t.model, t.state) for t in tagged],
@@ -126,24 +142,25 @@ plotting.plt.close(fig)
 # ## Testing the claim: convergence at the feature stage, divergence at the decision stage
 #
 # The statistic is the mean Spearman ρ over all pairs of *different* models, each at the same
-# normalised time τ (for a recurrent model the step nearest to τ, for a feedforward model its
-# only step), at the feature stage minus at the decision stage. The claim predicts a positive
+# normalised time τ (for a recurrent model the step nearest to τ on its image-dependent steps,
+# so τ = 0 is the first step at which the readout sees the image and τ = 1 the last; for a
+# feedforward model its only step), at the feature stage minus at the decision stage. The claim predicts a positive
 # difference. Intervals come from resampling the 100 categories with replacement and
 # recomputing every RDM on the resampled categories (pairs of a category with its own copy are
 # dropped, as rsatoolbox does); an interval that excludes 0 supports the claim at that τ.
 
 # %%
-def nearest_step(name, tau):
-    """The step of model ``name`` nearest to normalised time τ; 1 for a feedforward model."""
-    n_steps = features[name]["logits"].shape[0]
-    return 1 if n_steps == 1 else int(round(tau * (n_steps - 1))) + 1
+def nearest_step(name, readout, tau):
+    """The image-dependent step of model ``name`` nearest to normalised time τ."""
+    steps = image_steps(name, readout)
+    return steps[int(round(tau * (len(steps) - 1)))]
 
 
 def rdms_at(readout, tau):
     """Every model's RDM of ``readout`` at its step nearest to τ, tagged."""
     tagged = []
     for name in P.models:
-        step = nearest_step(name, tau)
+        step = nearest_step(name, readout, tau)
         tagged.append(rsa.tagged_rdm(name, readout, step, features[name][readout][step - 1],
                                      labels))
     return tagged
