@@ -5,6 +5,7 @@ study's definitions (docs/reference/reference-study.md section 3), not by the mo
 """
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.spatial.distance import cdist
@@ -440,3 +441,12 @@ def test_bad_inputs_raise_one_clear_error():
     assert g.between_prototype_summary(huge, labels)["n_pairs"] > 0
     with pytest.raises(AnalysisUtilsError, match=r"\[T, N, D\]"):
         g.trajectory(X, labels)
+
+
+def test_trajectory_in_blocks_of_steps_equals_all_steps_at_once(monkeypatch):
+    features, labels = _relu_features(steps=5)
+    whole = g.trajectory(features, labels)
+    monkeypatch.setattr(g, "STEP_CHUNK_ELEMENTS", 2 * features.shape[1] * features.shape[2])
+    blocks = g.trajectory(features, labels)  # blocks of 2, 2 and 1 steps
+    assert blocks["step"].tolist() == [1, 2, 3, 4, 5]
+    pd.testing.assert_frame_equal(blocks, whole, rtol=1e-6)
