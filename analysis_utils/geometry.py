@@ -348,11 +348,15 @@ def pair_metrics_over_steps(features, labels, reference: str | int = "previous"
         )
     start, to = _step_pairs(features.shape[0], reference)
     lab = as_labels(labels, features.shape[1], features.device)
-    if reference == "previous":
-        Xb, Xa = features[:-1], features[1:]
-    else:
-        Xb, Xa = features[start[0]:start[0] + 1].expand(len(to), -1, -1), features[to]
-    values = _pair_metrics_batched(Xb, Xa, lab)
+    # Blocks of pairs of ~16 MB per state, for the same reason as in trajectory().
+    chunk = max(1, STEP_CHUNK_ELEMENTS // (features.shape[1] * features.shape[2]))
+    blocks = []
+    for first in range(0, len(to), chunk):
+        Xb = features[start[first:first + chunk]]
+        Xa = features[to[first:first + chunk]]
+        blocks.append(_pair_metrics_batched(Xb, Xa, lab))
+    values = {key: np.concatenate([np.atleast_1d(np.asarray(block[key])) for block in blocks])
+              for key in PAIR_METRIC_KEYS}
     table = pd.DataFrame({"step_from": np.array(start) + 1, "step_to": np.array(to) + 1})
     for key in PAIR_METRIC_KEYS:
         table[key] = values[key]

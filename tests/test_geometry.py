@@ -450,3 +450,12 @@ def test_trajectory_in_blocks_of_steps_equals_all_steps_at_once(monkeypatch):
     blocks = g.trajectory(features, labels)  # blocks of 2, 2 and 1 steps
     assert blocks["step"].tolist() == [1, 2, 3, 4, 5]
     pd.testing.assert_frame_equal(blocks, whole, rtol=1e-6)
+
+
+@pytest.mark.parametrize("reference", ["previous", "first", 2])
+def test_pair_metrics_over_steps_in_blocks_equals_all_pairs_at_once(reference, monkeypatch):
+    features, labels = _relu_features(steps=5)
+    whole = g.pair_metrics_over_steps(features, labels, reference=reference)
+    monkeypatch.setattr(g, "STEP_CHUNK_ELEMENTS", features.shape[1] * features.shape[2])
+    blocks = g.pair_metrics_over_steps(features, labels, reference=reference)  # one pair each
+    pd.testing.assert_frame_equal(blocks, whole, rtol=1e-6)
