@@ -453,9 +453,15 @@ def nearest_centroid_accuracy(X, labels, leave_one_out: bool = False) -> dict:
     lab = as_labels(labels, X.shape[-2], X.device)
     if leave_one_out:
         _require_min_count(lab, 2, "The leave-one-out nearest-centroid accuracy")
-    top1, top5 = _topk_hits(_nearest_centroid_scores(X, lab, leave_one_out), lab.index)
     batched = X.dim() == 3
-    return {"top1": _steps_or_single(top1, batched), "top5": _steps_or_single(top5, batched)}
+    if not batched:
+        top1, top5 = _topk_hits(_nearest_centroid_scores(X, lab, leave_one_out), lab.index)
+        return {"top1": float(top1), "top5": float(top5)}
+    chunk = max(1, STEP_CHUNK_ELEMENTS // (X.shape[1] * X.shape[2]))  # as in trajectory()
+    hits = [_topk_hits(_nearest_centroid_scores(X[start:start + chunk], lab, leave_one_out),
+                       lab.index) for start in range(0, X.shape[0], chunk)]
+    return {"top1": _steps_or_single(torch.cat([h[0] for h in hits]), True),
+            "top5": _steps_or_single(torch.cat([h[1] for h in hits]), True)}
 
 
 def _logit_targets(labels, class_index, n: int, n_outputs: int, device) -> torch.Tensor:

@@ -450,6 +450,11 @@ def test_trajectory_in_blocks_of_steps_equals_all_steps_at_once(monkeypatch):
     blocks = g.trajectory(features, labels)  # blocks of 2, 2 and 1 steps
     assert blocks["step"].tolist() == [1, 2, 3, 4, 5]
     pd.testing.assert_frame_equal(blocks, whole, rtol=1e-6)
+    for flag in (False, True):
+        accuracy = g.nearest_centroid_accuracy(features, labels, leave_one_out=flag)
+        column = "nc_loo" if flag else "nc"
+        np.testing.assert_allclose(accuracy["top1"], whole[f"{column}_top1"])
+        np.testing.assert_allclose(accuracy["top5"], whole[f"{column}_top5"])
 
 
 @pytest.mark.parametrize("reference", ["previous", "first", 2])
