@@ -381,10 +381,11 @@ def first_image_dependent_step(features, rtol: float = 1e-4) -> int | None:
         )
     if not rtol > 0:
         raise AnalysisUtilsError(f"rtol must be positive, got {rtol}.")
-    spread = (features - features.mean(1, keepdim=True)).abs().amax((1, 2))
-    scale = features.abs().amax((1, 2))
-    dependent = torch.nonzero(spread > rtol * scale).flatten()
-    return int(dependent[0]) + 1 if dependent.numel() else None
+    for index, state in enumerate(features):  # usually step 1 answers
+        spread = (state - state.mean(0, keepdim=True)).abs().max()
+        if spread > rtol * state.abs().max():
+            return index + 1
+    return None
 
 
 # --------------------------------------------------------------------------------------------
