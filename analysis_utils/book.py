@@ -265,6 +265,13 @@ def check_count(value, what: str, minimum: int = 1) -> int:
 
 def check_seeds(value, what: str = "seeds") -> tuple[int, ...]:
     """Seeds from a list or a comma-separated string such as '0,1,2' (distinct, >= 0)."""
+    if isinstance(value, int) and not isinstance(value, bool):  # papermill types "-p x 1" as 1
+        value = [value]
+    if not isinstance(value, (str, list, tuple)):
+        raise AnalysisUtilsError(
+            f"{what} must be a list or a comma-separated string of seeds such as '0,1,2', got "
+            f"{value!r}."
+        )
     items = _as_list(value, what)
     seeds = []
     for item in items:

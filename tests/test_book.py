@@ -92,7 +92,10 @@ def test_trained_weights_absent_says_how_to_build_untrained(monkeypatch):
 
 def test_seed_and_count_parameters():
     assert book.check_seeds("0, 1,2", "untrained_seeds") == (0, 1, 2)
-    for bad in ("0", "0,0", "0,x", "-1,2"):
+    assert book.check_seeds([3, 4], "untrained_seeds") == (3, 4)
+    with pytest.raises(AnalysisUtilsError, match="at least 2 seeds"):
+        book.check_seeds(1, "untrained_seeds")  # what papermill passes for -p untrained_seeds 1
+    for bad in ("0", "0,0", "0,x", "-1,2", 1.5, None):
         with pytest.raises(AnalysisUtilsError, match="untrained_seeds"):
             book.check_seeds(bad, "untrained_seeds")
     assert book.check_count(5, "n_boot") == 5
