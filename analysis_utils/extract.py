@@ -209,6 +209,25 @@ def features(model_name: str, probe: Probe, scale: str = "mini",
     return {readout: results[readout] for readout in readouts}, metadata
 
 
+def is_cached(model_name: str, probe: Probe, scale: str = "mini",
+              weights: str | os.PathLike | None = None, seed: int = 0,
+              readouts: Sequence[str] | str = ("penult", "logits"), steps: int | None = None,
+              device: str | torch.device = "auto", cache_dir: str | os.PathLike | None = None,
+              model_options: dict | None = None) -> bool:
+    """Whether :func:`features` with these arguments would find every readout in the cache
+    (a complete entry exists; it is not read, so a corrupt one still counts as present)."""
+    catalogue.card(model_name)
+    catalogue.check_scale(scale)
+    readouts = _check_readouts(model_name, readouts)
+    model = catalogue.load(model_name, scale=scale, weights=weights, seed=seed,
+                           steps=_check_steps(steps), device=resolve_device(device),
+                           **(model_options or {}))
+    root = store.cache_dir(cache_dir)
+    return all(store.entry_paths(root, model_name,
+                                 store.key(cache_spec(model, probe, readout)))[1].exists()
+               for readout in readouts)
+
+
 def run_model(model: torch.nn.Module, probe: Probe, readouts: Sequence[str], batch_size: int,
               device: torch.device, progress: bool = True, description: str = ""
               ) -> dict[str, torch.Tensor]:

@@ -288,9 +288,13 @@ def test_prefill_extracts_what_the_chapters_read_with_their_own_defaults(tmp_pat
     assert values["seed"] == 1 and values["reference_images_per_category"] == 2
     assert values["untrained_seeds"] == "0,1,2"  # the chapter's default, not overridden
 
-    assert book.main(["prefill", str(source), *pairs]) == 0
+    jobs = book.prefill_jobs([source], pairs)
+    assert [job.label for job in jobs] == ["alexnet", "b", "alexnet seed 0", "b seed 0",
+                                           "alexnet seed 2", "b seed 2"]
+    assert book.main(["prefill", "--workers", "2", str(source), *pairs]) == 0
     first = capsys.readouterr().out
-    assert "extracted" in first and "untrained reference" in first
+    assert "6 of 6 extractions to run on 2 worker(s)" in first
+    assert "extracted alexnet" in first and "untrained reference (seeds 0, 2" in first
     probe = probes.load("tiny", data_dir=data, images_per_category=3)
     cut, keep = book.reference_probe(probe, 2)
     assert len(cut) == len(keep) == 2 * probe.n_categories
@@ -305,7 +309,10 @@ def test_prefill_extracts_what_the_chapters_read_with_their_own_defaults(tmp_pat
     # 2 readouts x (the chapter's seed 1 + reference seeds 0 and 2): seed 1 was not re-extracted
     assert len(list((cache / "alexnet").glob("*.json"))) == 6
 
-    assert book.main(["prefill", str(source), *pairs]) == 0
-    assert "all were in the cache" in capsys.readouterr().out
+    assert book.main(["prefill", str(source), *pairs]) == 0  # default workers
+    assert "0 of 6 extractions to run: all were in the cache" in capsys.readouterr().out
+    assert all(book.job_is_cached(job) for job in jobs)
+    assert book.main(["prefill", "--workers", "0", str(source), *pairs]) == 2
+    assert "--workers needs a positive integer" in capsys.readouterr().err
     assert book.main(["prefill", *pairs]) == 2
     assert "needs the chapters' notebooks" in capsys.readouterr().err

@@ -296,3 +296,13 @@ def test_real_probe_extraction(real_tiny_dir, tmp_path):
     feats, meta = _features(small, tmp_path, readouts="logits")
     assert feats["logits"].shape == (3, 100, 100)
     assert meta["probe"]["n_images"] == 100 and store.cache_dir(tmp_path) == tmp_path
+
+
+def test_is_cached_answers_without_reading_or_running(probe, tmp_path):
+    options = {"weights": "untrained", "cache_dir": tmp_path / "cache", "device": "cpu"}
+    assert not extract.is_cached("tiny_rnn", probe, readouts="penult", **options)
+    _features(probe, tmp_path, readouts="penult")
+    assert extract.is_cached("tiny_rnn", probe, readouts="penult", **options)
+    assert not extract.is_cached("tiny_rnn", probe, readouts=("penult", "logits"), **options)
+    assert not extract.is_cached("tiny_rnn", probe, readouts="penult", **{**options, "seed": 1})
+    assert not extract.is_cached("tiny_rnn", probe.subset(2), readouts="penult", **options)
