@@ -9,8 +9,8 @@
   papermill ``-p`` pairs and stops with one sentence when trained weights are absent.
 - :func:`prefill` extracts every feature the chapters will read (each chapter's defaults
   overridden by the ``-p`` pairs) into the feature cache, once, so the chapters can then run
-  side by side and all read the cache; :func:`untrained_reference` is chapter 3's untrained
-  reference, shared by the chapter and the prefill.
+  side by side and all read the cache (:func:`prefill_jobs` lists those extractions, chapter
+  3's untrained reference of :func:`untrained_reference` included).
 - :func:`check_outputs` fails when an executed notebook lacks outputs; :func:`check_html` opens
   the built pages in headless Chromium, saves screenshots, and fails on missing figures or
   broken links.
@@ -485,9 +485,9 @@ def reference_probe(probe, images_per_category: int):
     """``(probe cut to the first images_per_category images of every category, their indices
     in the full probe)``: the images of the untrained reference (probe order is category, then
     file, so the same images whatever the model)."""
-    per_category = probe.images_per_category
-    keep = [i for i in range(len(probe)) if i % per_category < images_per_category]
-    cut = probe if images_per_category == per_category else probe.subset(images_per_category)
+    keep = probe.first_indices(images_per_category)
+    cut = (probe if images_per_category == probe.images_per_category
+           else probe.subset(images_per_category))
     return cut, keep
 
 
@@ -532,10 +532,9 @@ class ExtractionJob:
 
     @property
     def label(self) -> str:
-        options = dict(self.options)
         if self.reference_images is None:
             return self.model
-        return f"{self.model} seed {options['seed']}"
+        return f"{self.model} seed {dict(self.options)['seed']}"
 
 
 def prefill_jobs(notebooks, pairs: list[str]) -> list[ExtractionJob]:
@@ -641,8 +640,9 @@ def prefill(argv: list[str]) -> int:
     jobs = [job for job in all_jobs if not job_is_cached(job)]  # no workers for a warm cache
     cores = os.cpu_count() or 1
     if workers is None:
-        single = any(dict(job.options)["scale"] == "full" or dict(job.options)["device"] != "cpu"
-                     and _gpu_available() for job in jobs)
+        options = [dict(job.options) for job in jobs]
+        single = (any(o["scale"] == "full" for o in options)
+                  or any(o["device"] != "cpu" for o in options) and _gpu_available())
         workers = 1 if single else min(cores, MAX_PREFILL_WORKERS)
     workers = max(1, min(workers, len(jobs)))
     threads = max(1, cores // workers)

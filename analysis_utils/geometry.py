@@ -308,6 +308,17 @@ def pair_metrics(X_before, X_after, labels) -> dict:
     return {key: float(value[0]) for key, value in batched.items()}
 
 
+#: elements of features [t, N, D] that the measures over steps process at once (16 MB float32)
+STEP_CHUNK_ELEMENTS = 4 * 2**20
+
+
+def _steps_per_block(features: torch.Tensor) -> int:
+    """How many steps of features [T, N, D] to process at once: temporaries of ~16 MB are
+    reused by the allocator, while [T, N, D] ones are fresh memory maps each time (measured
+    1.5-2x slower, half of it page faults)."""
+    return max(1, STEP_CHUNK_ELEMENTS // (features.shape[1] * features.shape[2]))
+
+
 def _step_pairs(n_steps: int, reference: str | int) -> tuple[list[int], list[int]]:
     """0-based (from, to) step indices for consecutive or reference-to-each comparisons."""
     if isinstance(reference, (int, np.integer)) and not isinstance(reference, bool):
@@ -348,8 +359,7 @@ def pair_metrics_over_steps(features, labels, reference: str | int = "previous"
         )
     start, to = _step_pairs(features.shape[0], reference)
     lab = as_labels(labels, features.shape[1], features.device)
-    # Blocks of pairs of ~16 MB per state, for the same reason as in trajectory().
-    chunk = max(1, STEP_CHUNK_ELEMENTS // (features.shape[1] * features.shape[2]))
+    chunk = _steps_per_block(features)  # blocks of pairs, as trajectory() takes steps
     blocks = []
     for first in range(0, len(to), chunk):
         Xb = features[start[first:first + chunk]]
@@ -458,7 +468,7 @@ def nearest_centroid_accuracy(X, labels, leave_one_out: bool = False) -> dict:
     if not batched:
         top1, top5 = _topk_hits(_nearest_centroid_scores(X, lab, leave_one_out), lab.index)
         return {"top1": float(top1), "top5": float(top5)}
-    chunk = max(1, STEP_CHUNK_ELEMENTS // (X.shape[1] * X.shape[2]))  # as in trajectory()
+    chunk = _steps_per_block(X)
     hits = [_topk_hits(_nearest_centroid_scores(X[start:start + chunk], lab, leave_one_out),
                        lab.index) for start in range(0, X.shape[0], chunk)]
     return {"top1": _steps_or_single(torch.cat([h[0] for h in hits]), True),
@@ -644,9 +654,7 @@ def trajectory(features, labels, logits_class_index=None) -> pd.DataFrame:
         )
     lab = as_labels(labels, features.shape[1], features.device, min_classes=3)
     _require_min_count(lab, 2, "The trajectory (it includes leave-one-out accuracy)")
-    # A few steps at a time: temporaries of ~16 MB are reused by the allocator, while [T, N, D]
-    # ones are fresh memory maps each time (measured 1.5-2x slower, half of it page faults).
-    chunk = max(1, STEP_CHUNK_ELEMENTS // (features.shape[1] * features.shape[2]))
+    chunk = _steps_per_block(features)
     tables = [_trajectory_rows(features[start:start + chunk], lab, start + 1)
               for start in range(0, features.shape[0], chunk)]
     table = pd.concat(tables, ignore_index=True)
@@ -655,10 +663,6 @@ def trajectory(features, labels, logits_class_index=None) -> pd.DataFrame:
         table["logit_top1"] = accuracy["top1"]
         table["logit_top5"] = accuracy["top5"]
     return table
-
-
-#: elements of features [t, N, D] that :func:`trajectory` processes at once (16 MB of float32)
-STEP_CHUNK_ELEMENTS = 4 * 2**20
 
 
 def _trajectory_rows(features: torch.Tensor, lab: Labels, first_step: int) -> pd.DataFrame:

@@ -109,6 +109,11 @@ class Probe:
             raise AnalysisUtilsError(self.class_index_notes[scale])
         return index
 
+    def first_indices(self, images_per_category: int) -> list[int]:
+        """Positions of the first ``images_per_category`` images of every category (probe
+        order is category, then file)."""
+        return [i for i in range(len(self)) if i % self.images_per_category < images_per_category]
+
     def subset(self, images_per_category: int) -> Probe:
         """The first ``images_per_category`` images of every category (for quick runs)."""
         k = _check_images_per_category(images_per_category)
@@ -117,7 +122,7 @@ class Probe:
                 f"The {self.name!r} probe has {self.images_per_category} images per category, "
                 f"so it cannot be cut to {k}; ask for at most {self.images_per_category}."
             )
-        keep = [i for i in range(len(self)) if i % self.images_per_category < k]
+        keep = self.first_indices(k)
         return Probe(
             name=self.name,
             images=(self.images.select(keep) if isinstance(self.images, ProbeImages)
@@ -262,7 +267,7 @@ def _load_tiny(root: Path, k: int) -> Probe:
             f"missing from {root / 'val' / 'images'} (first: {missing[0]}); unpack the complete "
             "official archive again."
         )
-    images, hashes = _decode_all(paths)
+    images, hashes = _hash_and_check(paths)
     index = {wnid: c for c, wnid in enumerate(categories)}
     full_index, full_note = _tiny_full_index(categories)
     return Probe(
@@ -363,7 +368,7 @@ def _load_imagenet(root: Path, k: int) -> Probe:
             f"{missing[0]}); it needs the ILSVRC2012 validation files named in "
             f"{MANIFEST_PATH.name}, flat or in per-wnid subfolders."
         )
-    images, hashes = _decode_all(paths)
+    images, hashes = _hash_and_check(paths)
     index = {wnid: c for c, wnid in enumerate(order)}
     return Probe(
         name="imagenet",
@@ -422,18 +427,25 @@ class ProbeImages(Sequence):
         return chosen
 
 
+_IMAGE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError)
+
+
+def _undecodable(path: Path, exc: Exception) -> AnalysisUtilsError:
+    return AnalysisUtilsError(
+        f"The image {path} cannot be decoded ({exc}); replace it with the official file."
+    )
+
+
 def _decode(path: Path) -> Image.Image:
     """The RGB pixels of one probe file (an error names the file)."""
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise AnalysisUtilsError(
-            f"The image {path} cannot be decoded ({exc}); replace it with the official file."
-        ) from exc
+    except _IMAGE_ERRORS as exc:
+        raise _undecodable(path, exc) from exc
 
 
-def _decode_all(paths: list[Path]) -> tuple[ProbeImages, list[str]]:
+def _hash_and_check(paths: list[Path]) -> tuple[ProbeImages, list[str]]:
     """Read each file once: its sha256, and a check that it opens as an image (an error names a
     bad file); the pixels are decoded later, on first use."""
     hashes = []
@@ -447,9 +459,7 @@ def _decode_all(paths: list[Path]) -> tuple[ProbeImages, list[str]]:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image.size  # noqa: B018  (parses the header; the pixels are decoded on use)
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-            raise AnalysisUtilsError(
-                f"The image {path} cannot be decoded ({exc}); replace it with the official file."
-            ) from exc
+        except _IMAGE_ERRORS as exc:
+            raise _undecodable(path, exc) from exc
         hashes.append(hashlib.sha256(data).hexdigest())
     return ProbeImages(paths), hashes
