@@ -64,6 +64,8 @@ TRAIN_ARCHIVE_PATTERN = re.compile(r"^train-probe100-(\d+)\.tar\.gz$")
 VAL_ARCHIVE = "val-probe100.tar.gz"
 LOSS_TIMINGS = ("both passes", "all steps", "final step", "single output")
 SAVE_DTYPES = ("auto", "float32", "float16")
+PRECISIONS = ("auto", "float32", "bf16-autocast")
+INITS = ("catalogue", "kaiming")
 #: the seven zoo files may take 40 MB together; with save_dtype "auto" a model whose float32
 #: file would exceed its share is stored in float16 (and loading casts it back to float32)
 ZOO_BYTES_PER_MODEL = 40e6 / 7
@@ -96,6 +98,15 @@ class TrainConfig:
     max_classes: int | None = None  # smoke tests: only the first k probe categories
     val_per_class: int | None = None  # smoke tests: at most this many val images per class
     shards: tuple[int, ...] | None = None  # which train-probe100-k archives (None: all found)
+    # speed options: they change float rounding during training, not the architecture, the loss
+    # timing or what the analysis reads (always the eager float32 model loading the saved file)
+    precision: str = "auto"  # "float32", "bf16-autocast", or "auto" (bf16 on CUDA, else float32)
+    compile: bool = False  # torch.compile the training forward pass
+    channels_last: bool | None = None  # None: on CUDA only
+    val_subset_per_class: int = 10  # per-epoch validation on the first k val images per class
+    # "catalogue": the catalogue's seeded initialisation; "kaiming": He-normal (fan-in, ReLU)
+    # weights and zero biases for every Conv2d and Linear of the feedforward backbone
+    init: str = "catalogue"
 
     def check(self) -> TrainConfig:
         def positive(value, what):
@@ -121,6 +132,13 @@ class TrainConfig:
         if self.save_dtype not in SAVE_DTYPES:
             raise AnalysisUtilsError(
                 f"save_dtype must be one of {', '.join(SAVE_DTYPES)}, got {self.save_dtype!r}.")
+        if self.precision not in PRECISIONS:
+            raise AnalysisUtilsError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
+        positive(self.val_subset_per_class, "val_subset_per_class")
+        if self.init not in INITS:
+            raise AnalysisUtilsError(
+                f"init must be one of {', '.join(INITS)}, got {self.init!r}.")
         if self.crop_padding < 0:
             raise AnalysisUtilsError(
                 f"crop_padding must be 0 or more pixels, got {self.crop_padding!r}.")
@@ -507,35 +525,55 @@ def training_loss(logits: torch.Tensor, labels: torch.Tensor, loss_timing: str,
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: ImageSet, preprocessing, *, batch_size: int = 500,
-             device: str | torch.device = "cpu") -> dict[str, list[float]]:
-    """Top-1 and top-5 accuracy at every step, ``{"top1": [...], "top5": [...]}`` in [0, 1]."""
+             device: str | torch.device = "cpu", nearest_centroid: bool = False
+             ) -> dict[str, list[float]]:
+    """Accuracy at every step in [0, 1] of the model as the analysis runs it (eager, float32).
+
+    Returns ``{"top1": [...], "top5": [...]}`` from the logits; with ``nearest_centroid=True``
+    also ``"nearest_centroid_top1"``: the study's nearest-centroid top-1 on the penult readout
+    (:func:`analysis_utils.geometry.nearest_centroid_accuracy`, prototypes from ``data``).
+    """
+    from .geometry import nearest_centroid_accuracy
+
     device = torch.device(device)
     normalise = normalizer(preprocessing)
     was_training = model.training
     model.eval()
+    names = ("logits", "penult") if nearest_centroid else ("logits",)
     correct1 = correct5 = None
+    penult = []
     for start in range(0, len(data), batch_size):
         x = normalise(data.images[start:start + batch_size].to(device))
         y = data.labels[start:start + batch_size].to(device)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
-            logits = model.readouts(x, ("logits",))["logits"]
+        out = model.readouts(x, names)
+        logits = out["logits"]
         top5 = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices  # [T, N, 5]
         hit1 = (top5[..., 0] == y).sum(dim=1)
         hit5 = (top5 == y[None, :, None]).any(dim=-1).sum(dim=1)
         correct1 = hit1 if correct1 is None else correct1 + hit1
         correct5 = hit5 if correct5 is None else correct5 + hit5
+        if nearest_centroid:
+            penult.append(out["penult"].float().cpu())
     model.train(was_training)
     n = len(data)
-    return {"top1": [round(c / n, 6) for c in correct1.tolist()],
-            "top5": [round(c / n, 6) for c in correct5.tolist()]}
+    result = {"top1": [round(c / n, 6) for c in correct1.tolist()],
+              "top5": [round(c / n, 6) for c in correct5.tolist()]}
+    if nearest_centroid:
+        centroid = nearest_centroid_accuracy(torch.cat(penult, dim=1), data.labels)["top1"]
+        result["nearest_centroid_top1"] = [round(float(v) / 100, 6)
+                                           for v in np.atleast_1d(np.asarray(centroid))]
+    return result
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def first_per_class(data: ImageSet, per_class: int) -> ImageSet:
+    """The first ``per_class`` images of each category in ``data``'s order (a fixed subset)."""
+    keep, seen = [], {}
+    for i, label in enumerate(data.labels.tolist()):
+        if seen.get(label, 0) < per_class:
+            seen[label] = seen.get(label, 0) + 1
+            keep.append(i)
+    index = torch.tensor(keep, dtype=torch.int64)
+    return ImageSet(data.images[index], data.labels[index], dict(data.sources), data.wnids)
 
 
 # ----------------------------------------------------------------------------- training
@@ -561,25 +599,72 @@ def _schedule(optimizer, total_steps: int, steps_per_epoch: int, config: TrainCo
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), warmup
 
 
+@dataclass(frozen=True)
+class SpeedOptions:
+    """How the training forward pass runs (resolved for one device); recorded in the manifest."""
+
+    precision: str  # "float32" or "bf16-autocast"
+    compile: bool
+    channels_last: bool
+
+    @classmethod
+    def resolve(cls, config: TrainConfig, device: torch.device) -> SpeedOptions:
+        precision = config.precision
+        if precision == "auto":
+            precision = "bf16-autocast" if device.type == "cuda" else "float32"
+        channels_last = (device.type == "cuda" if config.channels_last is None
+                         else config.channels_last)
+        return cls(precision, bool(config.compile), channels_last)
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=self.precision == "bf16-autocast")
+
+    def describe(self) -> str:
+        parts = [self.precision]
+        if self.compile:
+            parts.append("torch.compile")
+        if self.channels_last:
+            parts.append("channels_last")
+        return " + ".join(parts)
+
+
+class _LogitsForward(torch.nn.Module):
+    """The training forward pass as a module (what torch.compile compiles)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.readouts(x, ("logits",))["logits"]
+
+
 class _Trainer:
     """One model's training loop on a device-resident uint8 training set."""
 
-    def __init__(self, model, card, images, labels, config: TrainConfig, device: torch.device):
+    def __init__(self, model, card, images, labels, config: TrainConfig, device: torch.device,
+                 speed: SpeedOptions | None = None):
         self.model, self.card, self.config, self.device = model, card, config, device
+        self.speed = speed or SpeedOptions.resolve(config, device)
         self.images, self.labels = images, labels
         self.normalise = normalizer(card.preprocessing["mini"])
         self.batch_size = min(config.batch_size, len(labels))
         self.steps_per_epoch = len(labels) // self.batch_size
+        if self.speed.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        forward = _LogitsForward(self.model)
+        self.forward = torch.compile(forward) if self.speed.compile else forward
 
     def step(self, index, generator, optimizer, scheduler=None):
         config = self.config
         x = augment(self.images[index], config.crop_padding, config.horizontal_flip, generator)
         x = self.normalise(x)
-        if self.device.type == "cuda":
+        if self.speed.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = self.labels[index]
-        with _autocast(self.device):
-            logits = self.model.readouts(x, ("logits",))["logits"]
+        with self.speed.autocast(self.device):
+            logits = self.forward(x)
         loss = training_loss(logits, y, self.card.loss_timing, config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -591,10 +676,13 @@ class _Trainer:
         correct = (logits[-1].detach().argmax(dim=-1) == y).sum()
         return loss.detach(), correct
 
-    def measure_images_per_second(self, warmup: int = 3, timed: int = 8) -> float:
-        """Training speed on a throwaway copy of the model (the real one is left untouched)."""
-        probe = _Trainer(copy.deepcopy(self.model), self.card, self.images, self.labels,
-                         self.config, self.device)
+    def measure_images_per_second(self, warmup: int = 3, timed: int = 8,
+                                  speed: SpeedOptions | None = None) -> float:
+        """Training speed on a throwaway copy of the model (the real one is left untouched),
+        with this trainer's speed options or with ``speed``."""
+        probe = _Trainer(copy.deepcopy(self.model).to(memory_format=torch.contiguous_format),
+                         self.card, self.images, self.labels, self.config, self.device,
+                         speed or self.speed)
         optimizer = _optimizer(probe.model, self.config)
         generator = torch.Generator(device=self.device).manual_seed(12345)
         n = len(self.labels)
@@ -635,13 +723,18 @@ def train_model(name: str, *, archives: str | os.PathLike | None = None,
                 epochs: int | None = None, budget_seconds: float | None = None,
                 device: str | torch.device | None = None,
                 train_data: ImageSet | None = None, val_data: ImageSet | None = None,
-                log: Log = print, **settings) -> dict:
+                log: Log = print, checkpoint_dir: str | os.PathLike | None = None,
+                resume: bool = False, progress: bool = False, recipe_note: str = "",
+                **settings) -> dict:
     """Train the mini model ``name``, write ``<out_dir>/<name>.safetensors``, merge the manifest.
 
     ``archives`` is the data folder (see :func:`load_training_data`); ``train_data`` and
     ``val_data`` reuse already decoded images. ``settings`` are further :class:`TrainConfig`
-    fields (``lr``, ``batch_size``, ``seed``, ``limit_per_class`` ...). Returns the manifest
-    entry of the model.
+    fields (``lr``, ``batch_size``, ``seed``, ``precision``, ``compile`` ...). At each epoch end
+    the model, optimizer, schedule and random state go to ``<checkpoint_dir>/<name>.pt``
+    (default ``<out_dir>/checkpoints``); ``resume=True`` continues from there when the file was
+    written with the same configuration. ``progress`` shows a tqdm bar per epoch;
+    ``recipe_note`` (why this recipe) goes into the manifest. Returns the manifest entry.
     """
     from . import catalogue
     from .models.base import load_state_dict_strict
@@ -677,40 +770,64 @@ def train_model(name: str, *, archives: str | os.PathLike | None = None,
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     model = catalogue.build(name, scale="mini", steps=train_steps, seed=config.seed).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    if config.init == "kaiming":
+        kaiming_initialise(model)
     model.train()
+    speed = SpeedOptions.resolve(config, device)
     trainer = _Trainer(model, card, train_data.images.to(device), train_data.labels.to(device),
-                       config, device)
+                       config, device, speed)
+    eager = SpeedOptions("float32", False, False)
+    eager_speed = trainer.measure_images_per_second(speed=eager)
+    log(f"{name}: eager float32 {eager_speed:,.0f} images/s (batch {trainer.batch_size}, "
+        f"{_device_name(device)}); training with {speed.describe()}")
 
     if config.epochs is not None:
         n_epochs, epochs_rule = config.epochs, "fixed"
     else:
-        speed = trainer.measure_images_per_second()
-        epoch_seconds = len(train_data) / speed
+        measured = eager_speed if speed == eager else trainer.measure_images_per_second()
+        epoch_seconds = len(train_data) / measured
         n_epochs = max(1, min(config.max_epochs, int(config.budget_seconds // epoch_seconds)))
-        epochs_rule = (f"budget {config.budget_seconds:g} s at a measured {speed:,.0f} images/s "
-                       f"({epoch_seconds:.1f} s per epoch), at most {config.max_epochs}")
-        log(f"{name}: {speed:,.0f} images/s measured; {n_epochs} epochs fit the budget of "
+        epochs_rule = (f"budget {config.budget_seconds:g} s at a measured {measured:,.0f} "
+                       f"images/s ({epoch_seconds:.1f} s per epoch), at most {config.max_epochs}")
+        log(f"{name}: {measured:,.0f} images/s measured; {n_epochs} epochs fit the budget of "
             f"{config.budget_seconds:g} s")
 
     optimizer = _optimizer(model, config)
     total_steps = n_epochs * trainer.steps_per_epoch
     scheduler, warmup_steps = _schedule(optimizer, total_steps, trainer.steps_per_epoch, config)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    history = []
+    analysed = catalogue.build(name, scale="mini", seed=config.seed)
+    val_subset = first_per_class(val_data, config.val_subset_per_class)
+    checkpoint = Checkpoint(Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints",
+                            name, {**asdict(config), "n_epochs": n_epochs})
+    history, first_epoch, previous_seconds = [], 1, 0.0
+    if resume:
+        state = checkpoint.load()
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            history, previous_seconds = state["history"], state["seconds"]
+            first_epoch = state["epoch"] + 1
+            log(f"{name}: resumed from {checkpoint.path} after epoch {state['epoch']}")
     n_train = trainer.steps_per_epoch * trainer.batch_size
-    for epoch in range(1, n_epochs + 1):
+    for epoch in range(first_epoch, n_epochs + 1):
         _synchronize(device)
         epoch_start = time.perf_counter()
         order = torch.randperm(len(train_data), generator=generator, device=device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
+        bar = _progress_bar(trainer.steps_per_epoch, f"{name} {epoch}/{n_epochs}", progress)
         for i in range(trainer.steps_per_epoch):
             index = order[i * trainer.batch_size:(i + 1) * trainer.batch_size]
             loss, hits = trainer.step(index, generator, optimizer, scheduler)
             loss_sum += loss
             correct += hits
+            if bar is not None and (i % 10 == 9 or i == trainer.steps_per_epoch - 1):
+                bar.update(i + 1 - bar.n)
+        if bar is not None:
+            bar.close()
         _synchronize(device)
         seconds = time.perf_counter() - epoch_start
         mean_loss = loss_sum.item() / trainer.steps_per_epoch
@@ -718,23 +835,35 @@ def train_model(name: str, *, archives: str | os.PathLike | None = None,
             raise AnalysisUtilsError(
                 f"Training {name} diverged (loss {mean_loss}) in epoch {epoch}; lower the "
                 "learning rate (--lr) and train again.")
+        load_state_dict_strict(analysed, model.state_dict(), f"the {name} being trained")
+        val_start = time.perf_counter()
+        val = evaluate(analysed.to(device), val_subset, preprocessing, device=device)
         row = {"epoch": epoch, "loss": round(mean_loss, 5),
                "train_top1": round(correct.item() / n_train, 5),
-               "images_per_second": round(n_train / seconds, 1)}
+               "val_top1": val["top1"][-1], "val_top1_per_step": val["top1"],
+               "images_per_second": round(n_train / seconds, 1),
+               "seconds": round(seconds, 1), "val_seconds": round(time.perf_counter()
+                                                                  - val_start, 1)}
         history.append(row)
         log(f"{name} epoch {epoch}/{n_epochs}: loss {mean_loss:.4f}, train top-1 "
-            f"{row['train_top1']:.1%} (step {train_steps}), {row['images_per_second']:,.0f} "
-            f"images/s, lr {scheduler.get_last_lr()[0]:.2e}, {seconds:.1f} s")
+            f"{row['train_top1']:.1%} (step {train_steps}), val top-1 {row['val_top1']:.1%} "
+            f"({len(val_subset)} images, step {analysed.n_steps}), "
+            f"{row['images_per_second']:,.0f} images/s, lr {scheduler.get_last_lr()[0]:.2e}, "
+            f"{seconds:.1f} s")
+        checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                         "history": history, "epoch": epoch,
+                         "seconds": previous_seconds + time.perf_counter() - started})
 
     # the analysed model: the card's number of steps, the weights exactly as stored (float16
     # rounding included), loaded strictly; the manifest's accuracy is that of the shipped file
-    analysed = catalogue.build(name, scale="mini", seed=config.seed)
     save_dtype = _save_dtype(config.save_dtype, model)
     state = {key: value.detach().cpu().to(save_dtype).float() if value.is_floating_point()
              else value.detach().cpu() for key, value in model.state_dict().items()}
     load_state_dict_strict(analysed, state, f"the trained {name}")
-    accuracy = evaluate(analysed.to(device), val_data, preprocessing, device=device)
-    wall_seconds = time.perf_counter() - started
+    accuracy = evaluate(analysed.to(device), val_data, preprocessing, device=device,
+                        nearest_centroid=True)
+    wall_seconds = previous_seconds + time.perf_counter() - started
     path = _save(analysed, out_dir / f"{name}.safetensors", save_dtype)
     entry = {
         "sha256": file_sha256(path),
@@ -758,23 +887,95 @@ def train_model(name: str, *, archives: str | os.PathLike | None = None,
             "training_note": _training_note(card, train_steps, analysed.n_steps),
             "train_images": len(train_data),
             "val_images": len(val_data),
-            "autocast": "bfloat16" if device.type == "cuda" else "none (float32)",
-            "channels_last": device.type == "cuda",
+            "speed_options": speed.describe(),
+            "recipe_note": recipe_note,
             "torch": torch.__version__,
             "code_version": card.code_version,
         },
         "epochs": n_epochs,
         "wall_seconds": round(wall_seconds, 2),
         "device": _device_name(device),
+        "speed": {"eager_float32_images_per_second": round(eager_speed, 1),
+                  "images_per_second": round(sum(r["images_per_second"] for r in history)
+                                             / max(1, len(history)), 1),
+                  "options": speed.describe(), "batch_size": trainer.batch_size},
         "archives": {**train_data.sources, **val_data.sources},
         "history": history,
         "accuracy": accuracy,
     }
     _merge_manifest(out_dir, name, entry)
+    checkpoint.remove()
     steps = ", ".join(f"{card.step_label(t + 1)} {a:.1%}" for t, a in enumerate(accuracy["top1"]))
     log(f"{name}: top-1 on {len(val_data)} val images: {steps}; "
         f"{wall_seconds:.1f} s; wrote {path} ({entry['bytes'] / 1e6:.2f} MB)")
     return entry
+
+
+def kaiming_initialise(model: torch.nn.Module) -> list[str]:
+    """He-normal (fan-in, ReLU gain) weights and zero biases for the backbone's Conv2d and
+    Linear layers (a feedback model's backbone is its ``feedforward`` module); returns their
+    names. Run after the seeded build, so it draws from the same seeded generator."""
+    backbone = getattr(model, "feedforward", model)
+    prefix = "feedforward." if backbone is not model else ""
+    names = []
+    for name, module in backbone.named_modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+            names.append(prefix + name)
+    return names
+
+
+class Checkpoint:
+    """The epoch-end training state of one model, for ``resume`` (a git-ignored file)."""
+
+    def __init__(self, folder: Path, name: str, config: dict):
+        self.path = folder / f"{name}.pt"
+        self.config = json.loads(json.dumps(config))  # tuples as lists, as they come back
+
+    def save(self, state: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".part",
+                                       dir=self.path.parent)
+        os.close(handle)
+        try:
+            torch.save({**state, "config": self.config}, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def load(self) -> dict | None:
+        """The saved state, or None when there is none; refuses one of another configuration."""
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise AnalysisUtilsError(
+                f"Could not read the training checkpoint {self.path} ({type(exc).__name__}); "
+                "delete it to train this model from the start.") from exc
+        if state.get("config") != self.config:
+            saved = state.get("config") or {}
+            differ = sorted(k for k in set(saved) | set(self.config)
+                            if saved.get(k) != self.config.get(k))
+            raise AnalysisUtilsError(
+                f"The checkpoint {self.path} was written with other settings ({', '.join(differ)} "
+                "differ); train with the same settings to resume, or delete it to start anew.")
+        return state
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _progress_bar(total: int, description: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="batch", ascii=True, mininterval=20,
+                file=sys.stderr, leave=False)
 
 
 def _check_same_parameters(name: str, train_steps: int, analysed_steps: int) -> None:
@@ -846,28 +1047,109 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
 
 
 def _merge_manifest(out_dir: Path, name: str, entry: dict) -> None:
-    manifest = read_manifest(out_dir)
-    manifest["scale"] = "mini"
-    manifest["models"][name] = entry
-    manifest["models"] = dict(sorted(manifest["models"].items()))
-    handle, tmp = tempfile.mkstemp(prefix="manifest.", suffix=".part", dir=out_dir)
-    with os.fdopen(handle, "w") as out:
-        json.dump(manifest, out, indent=1)
-        out.write("\n")
-    os.replace(tmp, out_dir / "manifest.json")
+    """Add one model's entry; a lock file makes parallel training processes merge in turn."""
+    import fcntl
+
+    with open(out_dir / ".manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = read_manifest(out_dir)
+        manifest["scale"] = "mini"
+        manifest["models"][name] = entry
+        manifest["models"] = dict(sorted(manifest["models"].items()))
+        handle, tmp = tempfile.mkstemp(prefix="manifest.", suffix=".part", dir=out_dir)
+        with os.fdopen(handle, "w") as out:
+            json.dump(manifest, out, indent=1)
+            out.write("\n")
+        os.replace(tmp, out_dir / "manifest.json")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One model's training settings in a named recipe (:class:`TrainConfig` fields) and why."""
+
+    settings: dict
+    why: str
+
+
+#: The recipe the shipped mini zoo was trained with on a 2-core CPU (``--recipe cpu-zoo``):
+#: all four train archives (50,000 images), and per model what differs from TrainConfig's
+#: defaults. The speed options (precision, compile) were chosen from images/s measured on that
+#: CPU (benchmarks/train_speed.py); the rest from measured learning curves (see the manifest's
+#: history and the README).
+CPU_ZOO_RECIPE = {
+    "b": Recipe({"epochs": 10, "batch_size": 64, "lr": 1e-3},
+                "batch-normalised and fast to learn; bf16 and channels_last gave no speed-up on "
+                "this CPU, so eager float32"),
+    "bl": Recipe({"epochs": 8, "batch_size": 64, "lr": 1e-3, "compile": True,
+                  "precision": "bf16-autocast"},
+                 "B's optimiser settings; the slowest per image after ConvRNN, so 8 epochs, with "
+                 "torch.compile + bf16 autocast (about 2x its eager speed on this CPU)"),
+    "alexnet": Recipe({"epochs": 16, "batch_size": 64, "lr": 1e-3, "init": "kaiming",
+                       "precision": "bf16-autocast", "channels_last": True},
+                      "no normalisation layers: He-normal init (19.4% vs 15.8% val top-1 after 4 "
+                      "epochs with the catalogue init), batch 64 at lr 1e-3 (lr 2e-3 learned "
+                      "slower); bf16 + channels_last about 1.5x faster on this CPU"),
+    "lrm3": Recipe({"epochs": 14, "batch_size": 64, "lr": 1e-3, "init": "kaiming",
+                    "channels_last": True},
+                   "AlexNet's recipe (same backbone, He-normal on the backbone only); fewer "
+                   "epochs since it is about 4x slower per image; channels_last about 1.25x"),
+    "lra3": Recipe({"epochs": 14, "batch_size": 64, "lr": 1e-3, "init": "kaiming",
+                    "precision": "bf16-autocast", "channels_last": True},
+                   "AlexNet's recipe (same backbone, He-normal on the backbone only); fewer "
+                   "epochs since it is about 3x slower per image; bf16 + channels_last 1.3x"),
+    "cornet_rt": Recipe({"epochs": 12, "batch_size": 64, "lr": 1e-3,
+                         "precision": "bf16-autocast"},
+                        "the loss on the final step alone learns slowly at first: batch 64 gives "
+                        "4x the updates per epoch of batch 256; bf16 autocast about 1.8x faster"),
+    "convrnn": Recipe({"epochs": 8, "batch_size": 64, "lr": 1e-3, "compile": True},
+                      "the slowest per image (17 steps), so 8 epochs; torch.compile"),
+}
+RECIPES = {"cpu-zoo": CPU_ZOO_RECIPE}
+
+
+def recipe_settings(recipe: str | None, name: str) -> tuple[dict, str]:
+    """The settings and the reason of ``name`` in ``recipe`` (``({}, "")`` for no recipe)."""
+    if recipe is None:
+        return {}, ""
+    if recipe not in RECIPES:
+        raise AnalysisUtilsError(f"Unknown recipe {recipe!r}; expected one of: "
+                                 f"{', '.join(RECIPES)}.")
+    if name not in RECIPES[recipe]:
+        raise AnalysisUtilsError(
+            f"The recipe {recipe!r} has no settings for {name!r} (it covers "
+            f"{', '.join(RECIPES[recipe])}); train it without --recipe and give its settings.")
+    entry = RECIPES[recipe][name]
+    return dict(entry.settings), f"recipe {recipe}: {entry.why}"
 
 
 def train_models(names: Sequence[str], *, archives=None, out_dir=ZOO_DIR / "mini",
-                 skip_existing: bool = False, log: Log = print, **kwargs) -> dict[str, dict]:
-    """Train several models on data decoded once; returns ``{name: manifest entry}``."""
+                 skip_existing: bool = False, log: Log = print, recipe: str | None = None,
+                 **kwargs) -> dict[str, dict]:
+    """Train several models on data decoded once; returns ``{name: manifest entry}``.
+
+    With ``recipe`` each model starts from its settings there; ``kwargs`` override them.
+    """
     from . import catalogue
 
     for name in names:
         catalogue.card(name)  # every name is checked before any work
-    config = TrainConfig(epochs=kwargs.get("epochs"), budget_seconds=kwargs.get("budget_seconds"),
-                         **{k: v for k, v in kwargs.items()
-                            if k in TrainConfig.__dataclass_fields__
-                            and k not in ("epochs", "budget_seconds")}).check()
+        recipe_settings(recipe, name)
+    run_options = ("device", "checkpoint_dir", "resume", "progress")
+    per_model = {}
+    for name in names:
+        settings, why = recipe_settings(recipe, name)
+        settings.update(kwargs)
+        config_fields = {k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__
+                         or k == "budget_seconds"}
+        unknown = sorted(set(settings) - set(config_fields) - set(run_options))
+        if unknown:
+            raise AnalysisUtilsError(
+                f"Unknown training setting {unknown[0]!r}; expected one of: "
+                f"{', '.join(TrainConfig.__dataclass_fields__)}.")
+        TrainConfig(**config_fields).check()
+        per_model[name] = (settings, why)
+    config = TrainConfig(**{k: v for k, v in per_model[names[0]][0].items()
+                            if k in TrainConfig.__dataclass_fields__}).check()
     done = read_manifest(out_dir)["models"] if skip_existing else {}
     todo = [n for n in names if not (n in done and (Path(out_dir) / f"{n}.safetensors").exists())]
     for name in names:
@@ -885,8 +1167,10 @@ def train_models(names: Sequence[str], *, archives=None, out_dir=ZOO_DIR / "mini
         f"{len(val_data)} val images in {time.perf_counter() - start:.1f} s")
     results = {}
     for name in todo:
+        settings, why = per_model[name]
         results[name] = train_model(name, archives=archives, out_dir=out_dir,
-                                    train_data=train_data, val_data=val_data, log=log, **kwargs)
+                                    train_data=train_data, val_data=val_data, log=log,
+                                    recipe_note=why, **settings)
     for name, entry in results.items():  # a compact summary at the end of the log
         top1 = " ".join(f"{a:.3f}" for a in entry["accuracy"]["top1"])
         speed = max(row["images_per_second"] for row in entry["history"])
@@ -920,12 +1204,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--budget", type=float, default=None,
                         help="training seconds per model; epochs chosen from the measured speed "
                              "(used when --epochs is not given)")
-    parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--recipe", default=None, choices=sorted(RECIPES),
+                        help="start each model from its settings in this recipe ('cpu-zoo': how "
+                             "the shipped zoo was trained); the options below override them")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help=f"default {TrainConfig.max_epochs}")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"default {TrainConfig.batch_size}")
+    parser.add_argument("--lr", type=float, default=None, help=f"default {TrainConfig.lr}")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help=f"default {TrainConfig.weight_decay}")
+    parser.add_argument("--seed", type=int, default=None, help=f"default {TrainConfig.seed}")
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
+                        help="'auto' (default): bf16 autocast on CUDA, float32 on CPU")
+    parser.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
+                        help="torch.compile the training forward pass (default: no)")
+    parser.add_argument("--init", default=None, choices=INITS,
+                        help="'catalogue' (default): the seeded catalogue initialisation; "
+                             "'kaiming': He-normal backbone weights")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads on CPU (default: torch's choice)")
     parser.add_argument("--device", default="auto", help="'cuda', 'cpu' or 'auto' (default)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted model from its last epoch-end checkpoint")
+    parser.add_argument("--checkpoints", default=None,
+                        help="folder of the epoch-end checkpoints (default: <out>/checkpoints)")
+    parser.add_argument("--progress", default=True, action=argparse.BooleanOptionalAction,
+                        help="a progress bar with the remaining time per epoch (default: on)")
     parser.add_argument("--shards", default=None,
                         help="comma-separated train archive numbers to use, e.g. 0,1,2 "
                              "(default: every train-probe100-*.tar.gz found)")
@@ -977,17 +1282,26 @@ def main(args: argparse.Namespace) -> int:
         with open(log_path, "a") as handle:
             handle.write(stamped + "\n")
 
-    if args.epochs is None and args.budget is None:
-        raise AnalysisUtilsError("Give --epochs N (fixed) or --budget SECONDS (per model).")
+    if args.epochs is None and args.budget is None and args.recipe is None:
+        raise AnalysisUtilsError("Give --epochs N (fixed), --budget SECONDS (per model) or "
+                                 "--recipe NAME.")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise AnalysisUtilsError(f"--threads must be 1 or more, got {args.threads}.")
+        torch.set_num_threads(args.threads)
     log("train " + " ".join(f"--{key.replace('_', '-')} {value}" for key, value in
                             vars(args).items() if value not in (None, False)))
+    given = {"epochs": args.epochs, "budget_seconds": args.budget,
+             "max_epochs": args.max_epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "weight_decay": args.weight_decay, "seed": args.seed, "shards": shards,
+             "limit_per_class": args.limit_per_class, "max_classes": args.max_classes,
+             "val_per_class": args.val_per_class, "save_dtype": args.save_dtype,
+             "precision": args.precision, "compile": args.compile, "init": args.init}
     train_models(names, archives=args.archives, out_dir=out_dir,
-                 skip_existing=args.skip_existing, log=log, epochs=args.epochs,
-                 budget_seconds=args.budget, device=args.device,
-                 max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
-                 weight_decay=args.weight_decay, seed=args.seed, shards=shards,
-                 limit_per_class=args.limit_per_class, max_classes=args.max_classes,
-                 val_per_class=args.val_per_class, save_dtype=args.save_dtype)
+                 skip_existing=args.skip_existing, log=log, recipe=args.recipe,
+                 device=args.device, resume=args.resume, progress=args.progress,
+                 checkpoint_dir=args.checkpoints,
+                 **{key: value for key, value in given.items() if value is not None})
     return 0
 
 

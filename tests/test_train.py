@@ -295,7 +295,15 @@ def test_train_writes_weights_and_manifest_that_load_and_reproduce(data_dir, tmp
     loaded = catalogue.load("_train_test_final", weights=path)
     val = train.load_validation_data(data_dir, max_classes=N_CLASSES)
     prep = catalogue.card("_train_test_final").preprocessing["mini"]
-    assert train.evaluate(loaded, val, prep) == entry["accuracy"]
+    assert train.evaluate(loaded, val, prep, nearest_centroid=True) == entry["accuracy"]
+    assert len(entry["accuracy"]["nearest_centroid_top1"]) == 3
+    # per-epoch validation on the fixed subset, and the speed record
+    assert [row["epoch"] for row in entry["history"]] == [1, 2, 3, 4]
+    assert all(0 <= row["val_top1"] <= 1 and len(row["val_top1_per_step"]) == 3
+               for row in entry["history"])
+    assert entry["speed"]["eager_float32_images_per_second"] > 0
+    assert entry["speed"]["options"] == "float32"
+    assert not (out / "checkpoints" / "_train_test_final.pt").exists()  # removed when done
     untrained = catalogue.build("_train_test_final", seed=0)
     assert not torch.equal(loaded.fc.weight, untrained.fc.weight)
 
@@ -363,3 +371,67 @@ def test_bad_inputs_get_one_clear_sentence(data_dir, tmp_path):
         train.main(parser.parse_args(["--model", "_train_test_final", "--epochs", "1",
                                       "--shards", "a,b", "--out", str(tmp_path)]))
     assert not list(tmp_path.glob("*.safetensors"))
+
+
+# ----------------------------------------------------------------------------- resume, recipes
+
+
+def test_an_interrupted_model_resumes_to_the_same_weights(data_dir, tmp_path):
+    """Killed after epoch 2 of 3 (simulated by raising in the log), resumed: same file."""
+    common = dict(archives=data_dir, epochs=3, device="cpu", batch_size=16,
+                  max_classes=N_CLASSES, lr=1e-2)
+    whole = train.train_model("_train_test_final", out_dir=tmp_path / "whole",
+                              log=lambda line: None, **common)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_epoch_2(line):
+        if "epoch 2/3" in line:
+            raise Interrupt
+
+    out = tmp_path / "resumed"
+    with pytest.raises(Interrupt):
+        train.train_model("_train_test_final", out_dir=out, log=stop_after_epoch_2, **common)
+    assert not (out / "_train_test_final.safetensors").exists()
+    # the checkpoint is written after the epoch's log line: the interrupted run left epoch 1
+    saved = torch.load(out / "checkpoints" / "_train_test_final.pt", weights_only=True)
+    assert saved["epoch"] == 1
+    lines = []
+    resumed = train.train_model("_train_test_final", out_dir=out, log=lines.append, resume=True,
+                                **common)
+    assert any("resumed from" in line and "after epoch 1" in line for line in lines)
+    assert resumed["sha256"] == whole["sha256"]
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
+    assert resumed["accuracy"] == whole["accuracy"]
+    # a checkpoint of other settings is refused
+    with pytest.raises(Interrupt):
+        train.train_model("_train_test_final", out_dir=out, log=stop_after_epoch_2, **common)
+    with pytest.raises(AnalysisUtilsError,
+                       match="written with other settings \\(epochs, lr, n_epochs differ\\)"):
+        train.train_model("_train_test_final", out_dir=out, log=lambda line: None, resume=True,
+                          **{**common, "lr": 5e-3, "epochs": 4})
+
+
+def test_recipes_give_per_model_settings_that_options_override():
+    settings, why = train.recipe_settings("cpu-zoo", "bl")
+    assert settings["compile"] is True and why.startswith("recipe cpu-zoo: ")
+    assert set(train.CPU_ZOO_RECIPE) == set(train.ZOO_MODELS)
+    for name in train.ZOO_MODELS:  # every recipe entry is a valid configuration
+        train.TrainConfig(**train.recipe_settings("cpu-zoo", name)[0]).check()
+    with pytest.raises(AnalysisUtilsError, match="Unknown recipe 'fast'"):
+        train.recipe_settings("fast", "bl")
+    with pytest.raises(AnalysisUtilsError, match="has no settings for '_train_test_final'"):
+        train.recipe_settings("cpu-zoo", "_train_test_final")
+    with pytest.raises(AnalysisUtilsError, match="precision must be one of"):
+        train.TrainConfig(epochs=1, precision="fp8").check()
+
+
+def test_bf16_autocast_and_compile_train_the_same_architecture(data_dir, tmp_path):
+    entry = train.train_model("_train_test_final", archives=data_dir, out_dir=tmp_path,
+                              epochs=1, device="cpu", batch_size=16, max_classes=N_CLASSES,
+                              precision="bf16-autocast", log=lambda line: None)
+    assert entry["speed"]["options"] == "bf16-autocast"
+    assert entry["config"]["speed_options"] == "bf16-autocast"
+    model = catalogue.load("_train_test_final", weights=tmp_path / "_train_test_final.safetensors")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
