@@ -11,6 +11,7 @@ Figures (the study's numbering):
 
 - :func:`plot_unrolling`        chapter 1: which area first sees the image at which step.
 - :func:`plot_accuracy_over_steps` Table 1 extended to every step.
+- :func:`plot_learning_curves`  chapter 1: how the mini zoo learned, epoch by epoch.
 - :func:`plot_trajectories`     any measure over every step, on normalised or own-step time.
 - :func:`plot_local_global_composite` Fig. 1: per-exemplar change densities + prototype PCA.
 - :func:`plot_separation_ridge` Fig. 2: between-prototype distance distributions per model.
@@ -201,6 +202,29 @@ def plot_accuracy_over_steps(table, note: str = ""):
         ax.set_ylabel("accuracy (%)")
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.suptitle(titled("Accuracy at every step", note), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(curves, note: str = ""):
+    """Validation top-1 (left) and training loss (right) per epoch, one line per model.
+
+    ``curves`` columns: ``model``, ``epoch``, ``loss``, ``val top-1 (%)`` (as
+    :func:`analysis_utils.train.learning_curves` gives them).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
+    for name, rows in curves.groupby("model", sort=False):
+        rows = rows.sort_values("epoch")
+        color = model_color(name)
+        axes[0].plot(rows["epoch"], rows["val top-1 (%)"], marker="o", ms=3, color=color,
+                     label=label(name))
+        axes[1].plot(rows["epoch"], rows["loss"], marker="o", ms=3, color=color)
+    axes[0].set_ylabel("validation top-1 (%), final step")
+    axes[1].set_ylabel("training loss (label-smoothed cross-entropy)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(titled("Learning curves of the mini zoo", note), fontsize=11)
     fig.tight_layout()
     return fig
 

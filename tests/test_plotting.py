@@ -38,3 +38,17 @@ def test_kde_curve_of_two_point_masses_and_an_outlier():
 def test_kde_curve_of_constant_or_empty_data_is_zero():
     assert not plotting.kde_curve(np.full(50, 0.7), GRID).any()
     assert not plotting.kde_curve(np.array([np.nan, 1.0]), GRID).any()
+
+
+def test_learning_curves_draw_one_line_per_model_in_each_panel():
+    import pandas as pd
+
+    curves = pd.DataFrame([{"model": m, "epoch": e, "loss": 4.0 - e / 10 - i,
+                            "val top-1 (%)": 10.0 * e + i}
+                           for i, m in enumerate(["b", "bl"]) for e in (1, 2, 3)])
+    fig = plotting.plot_learning_curves(curves, note="test")
+    left, right = fig.axes
+    assert [line.get_label() for line in left.lines] == ["B", "BL"]
+    assert list(left.lines[1].get_ydata()) == [11.0, 21.0, 31.0]
+    assert list(right.lines[0].get_ydata()) == pytest.approx([3.9, 3.8, 3.7])
+    plotting.plt.close(fig)

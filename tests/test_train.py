@@ -304,6 +304,15 @@ def test_train_writes_weights_and_manifest_that_load_and_reproduce(data_dir, tmp
     assert entry["speed"]["eager_float32_images_per_second"] > 0
     assert entry["speed"]["options"] == "float32"
     assert not (out / "checkpoints" / "_train_test_final.pt").exists()  # removed when done
+    # the chapter's views of the manifest
+    (row,) = train.training_table(manifest)
+    assert row["model"] == "_train_test_final" and row["epochs"] == 4
+    assert row["top-1 (%)"] == round(100 * entry["accuracy"]["top1"][-1], 2)
+    assert row["NC top-1 (%)"] == round(100 * entry["accuracy"]["nearest_centroid_top1"][-1], 2)
+    curves = train.learning_curves(manifest)
+    assert [c["epoch"] for c in curves] == [1, 2, 3, 4]
+    assert curves[-1]["val top-1 (%)"] == round(100 * entry["history"][-1]["val_top1"], 2)
+    assert curves[0]["loss"] == entry["history"][0]["loss"]
     untrained = catalogue.build("_train_test_final", seed=0)
     assert not torch.equal(loaded.fc.weight, untrained.fc.weight)
 
