@@ -33,6 +33,7 @@ seed = 0  # seed of untrained weights
 device = "auto"
 cache_dir = None  # the feature cache; None: $ANALYSIS_UTILS_CACHE or the user cache
 images_per_category = None  # None: all 50; fewer for a quick run
+plugins = None  # modules that register your own models, e.g. "examples.conv_gru" (see chapter 5)
 
 # %%
 import numpy as np
@@ -45,7 +46,7 @@ from analysis_utils import book, catalogue, extract, geometry, plotting
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
                           n_perm=n_perm, seed=seed, device=device, cache_dir=cache_dir,
-                          images_per_category=images_per_category)
+                          images_per_category=images_per_category, plugins=plugins)
 probe_set = book.open_chapter(P)
 NOTE = P.weights_label()
 
@@ -113,6 +114,35 @@ for name, (first, n_steps, shown) in unrolling.items():
     plotting.plt.close(fig)
     if card.notes:
         display(Markdown(f"*{card.display_name}:* {card.notes}"))
+
+# %% [markdown]
+# ## How the mini zoo was trained
+#
+# With `weights="trained"` (the default at mini scale) every model is a file of the mini zoo,
+# trained from scratch by `make zoo` on the Tiny-ImageNet training images of the 100 probe
+# categories (50,000 images), each with its card's loss timing. The table gives, per model,
+# what its manifest records: epochs, wall time, device, the speed options used in training
+# (the analysed model is always the plain eager float32 model loading the saved file), the
+# measured training speed, the recipe, and the final-step accuracy on the whole probe. The
+# learning curves show validation top-1 at the analysed final step after every epoch, on a
+# fixed subset of the probe (the first 10 images of each category).
+
+# %%
+if P.scale == "mini" and P.weights == "trained":
+    from analysis_utils import train
+    from analysis_utils import weights as zoo_weights
+
+    zoo = zoo_weights.zoo_manifest("mini")
+    zoo = {**zoo, "models": {n: e for n, e in zoo.get("models", {}).items() if n in P.models}}
+    display(Markdown("**The mini zoo's training record** (from "
+                     "`analysis_utils/zoo/mini/manifest.json`)."))
+    display(pd.DataFrame(train.training_table(zoo)).style.hide(axis="index"))
+    fig = plotting.plot_learning_curves(pd.DataFrame(train.learning_curves(zoo)), note=NOTE)
+    display(fig)
+    plotting.plt.close(fig)
+else:
+    display(Markdown(f"*This build uses {NOTE}; the training record of the mini zoo is shown "
+                     "when the chapter runs with `weights=\"trained\"` at mini scale.*"))
 
 # %% [markdown]
 # ## Accuracy at every step
