@@ -10,6 +10,7 @@ Module map (one rule per module; a reader should know from here what belongs whe
 - ``preprocess``  the image transforms named on the cards (PIL image -> tensor).
 - ``weights``     official checkpoints (URL, sha256, download, cache) and the mini zoo.
 - ``probes``      probe image sets and their category metadata.
+- ``tiny_imagenet`` the official Tiny-ImageNet archive: download, size and md5 check, unpack.
 - ``extract``     time-resolved readouts of a model over a probe.
 - ``store``       the feature cache on disk.
 - ``geometry``    tensors in, numbers out: prototypes, distances, RDMs, the study's metrics.

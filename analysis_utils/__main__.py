@@ -1,8 +1,11 @@
-"""The command line: ``python -m analysis_utils {list,extract,train} ...``.
+"""The command line: ``python -m analysis_utils {list,extract,download,train} ...``.
 
 - ``list [--scale mini]``: the catalogue table.
 - ``extract --model cornet_rt --scale mini --weights untrained --probe tiny``: compute (or read
   from the cache) the time-resolved readouts; prints each readout's shape and the cache files.
+- ``download tiny-imagenet [--dest DIR]``: download the official archive (checked by size and
+  md5) and unpack the probe and training images of the 100 probe categories into
+  ``DIR/tiny-imagenet-200`` (default: the user cache, where the tiny probe looks last).
 - ``train ...``: the mini-zoo trainer (``analysis_utils.train``), imported only when asked for.
 """
 
@@ -42,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="print the model catalogue")
     listing.add_argument("--scale", default="mini")
     _add_extract_arguments(commands.add_parser("extract", help="extract time-resolved features"))
+    download = commands.add_parser("download", help="download a data set (tiny-imagenet)")
+    download.add_argument("dataset", choices=["tiny-imagenet"])
+    download.add_argument("--dest", default=None,
+                          help="folder to hold tiny-imagenet-200/ (default: the user cache)")
     commands.add_parser("train", help="train the mini zoo (see 'train --help')", add_help=False)
     return parser
 
@@ -76,6 +83,14 @@ def _run_extract(args) -> None:
         print(f"{name}: {meta['seconds']:.1f} s on {meta['device']}")
 
 
+def _run_download(args) -> None:
+    from . import tiny_imagenet
+
+    folder = tiny_imagenet.download(args.dest)
+    print(f"Tiny-ImageNet is in {folder}; the tiny probe finds it there"
+          + ("" if args.dest is None else f" with ANALYSIS_UTILS_DATA={folder.parent}") + ".")
+
+
 def _run_train(argv: list[str]) -> int:
     try:
         from . import train
@@ -102,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             _run_list(args)
         elif args.command == "extract":
             _run_extract(args)
+        elif args.command == "download":
+            _run_download(args)
         return 0
     except AnalysisUtilsError as exc:
         print(f"error: {exc}", file=sys.stderr)

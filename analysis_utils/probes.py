@@ -6,7 +6,8 @@ Two probes, one per catalogue scale:
   (``sorted(wnids)[::2]`` of the official 200), 50 per category, ordered by category and then by
   file name. Read from the official layout (``tiny-imagenet-200/wnids.txt``, ``words.txt``,
   ``val/val_annotations.txt``, ``val/images/``) inside ``data_dir``, else
-  ``$ANALYSIS_UTILS_DATA``, else the user cache.
+  ``$ANALYSIS_UTILS_DATA``, else the user cache, where the official archive is downloaded,
+  checked and unpacked on first use (:mod:`analysis_utils.tiny_imagenet`).
 - ``load("imagenet", data_dir=...)``: the reference study's probe: its 100 ImageNet-1k
   categories x 50 ILSVRC2012 validation images, exactly the files and order of its manifest
   (shipped in ``analysis_utils/data/``, MIT licence), from a flat ``ILSVRC2012_val_*.JPEG``
@@ -24,9 +25,6 @@ import csv
 import hashlib
 import io
 import os
-import shutil
-import tempfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,16 +32,12 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from . import tiny_imagenet
 from .errors import AnalysisUtilsError, choice_error
-from .weights import cache_root, download
+from .weights import cache_root
 
 PROBES = ("tiny", "imagenet")
 IMAGES_PER_CATEGORY = 50
-
-TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-#: sha256 of the official archive. Not known to this project yet, so the downloader refuses
-#: (it never unpacks an unchecked archive); set it once the hash of the official file is verified.
-TINY_IMAGENET_SHA256: str | None = None
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MANIFEST_PATH = DATA_DIR / "stimulus_set_manifest.csv"
@@ -161,7 +155,8 @@ def _check_images_per_category(k) -> int:
 
 
 def tiny_data_home() -> Path:
-    """Where the Tiny-ImageNet archive is unpacked when no folder is given: the user cache."""
+    """Where Tiny-ImageNet is downloaded and unpacked when no folder is given: ``data/`` in the
+    user cache (:func:`analysis_utils.weights.cache_root`)."""
     return cache_root() / "data"
 
 
@@ -177,39 +172,14 @@ def _tiny_root(data_dir) -> Path:
         return where / "tiny-imagenet-200"
     if where.name == "tiny-imagenet-200" and where.is_dir():
         return where
-    if origin is None:
-        return download_tiny_imagenet(where)
+    if origin is None:  # nothing was named: the user cache, filled on first use
+        return tiny_imagenet.download(where)
     raise AnalysisUtilsError(
-        f"No Tiny-ImageNet folder at {where / 'tiny-imagenet-200'} (from {origin}); unzip the "
-        f"official {TINY_IMAGENET_URL} into {where} (or unpack the project's "
-        "val-probe100.tar.gz there), or point data_dir / ANALYSIS_UTILS_DATA at the folder that "
-        "contains tiny-imagenet-200/."
+        f"No Tiny-ImageNet folder at {where / 'tiny-imagenet-200'} (from {origin}); run "
+        f"'python -m analysis_utils download tiny-imagenet --dest {where}', or unzip the "
+        f"official {tiny_imagenet.OFFICIAL_URL} (or the project's val-probe100.tar.gz) there, "
+        "or point data_dir / ANALYSIS_UTILS_DATA at the folder that contains tiny-imagenet-200/."
     )
-
-
-def download_tiny_imagenet(destination: str | os.PathLike | None = None) -> Path:
-    """Download and unpack the official archive into ``destination`` (checked by sha256).
-
-    Refuses while :data:`TINY_IMAGENET_SHA256` is unknown: an unchecked archive is never used.
-    """
-    destination = Path(destination) if destination is not None else tiny_data_home()
-    if TINY_IMAGENET_SHA256 is None:
-        raise AnalysisUtilsError(
-            f"No Tiny-ImageNet data was found at {destination / 'tiny-imagenet-200'}, and this "
-            "package does not know the sha256 of the official archive, so it will not download it "
-            f"unchecked; download {TINY_IMAGENET_URL} by hand and unzip it into {destination}, or "
-            "set ANALYSIS_UTILS_DATA (or data_dir) to the folder that contains tiny-imagenet-200/."
-        )
-    archive = download(TINY_IMAGENET_URL, TINY_IMAGENET_SHA256,
-                       destination / "tiny-imagenet-200.zip")
-    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=destination))
-    try:
-        with zipfile.ZipFile(archive) as handle:
-            handle.extractall(staging)
-        os.replace(staging / "tiny-imagenet-200", destination / "tiny-imagenet-200")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return destination / "tiny-imagenet-200"
 
 
 def _read_lines(path: Path, root: Path) -> list[str]:

@@ -8,7 +8,7 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _pyproject_pins(include_extras=("test", "book")) -> dict[str, str]:
+def _pyproject_pins(include_extras=("test", "book", "lab")) -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     specs = list(project["dependencies"])
     for extra in include_extras:

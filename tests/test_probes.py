@@ -77,15 +77,6 @@ def test_missing_folder_says_where_it_looked(tmp_path):
         probes.load("tiny", data_dir=tmp_path / "nowhere")
 
 
-def test_no_data_and_no_known_hash_refuses_to_download(monkeypatch, tmp_path):
-    monkeypatch.delenv("ANALYSIS_UTILS_DATA", raising=False)
-    assert probes.TINY_IMAGENET_SHA256 is None
-    with pytest.raises(AnalysisUtilsError, match="does not know the sha256.*by hand") as info:
-        probes.load("tiny")
-    assert str(tmp_path / "user-cache") in str(info.value)
-    assert not (tmp_path / "user-cache/analysis_utils/data/tiny-imagenet-200.zip").exists()
-
-
 @pytest.mark.parametrize("remove", ["wnids.txt", "words.txt", "val/val_annotations.txt"])
 def test_wrong_layout_names_the_missing_file(tiny_dir, remove):
     (tiny_dir / "tiny-imagenet-200" / remove).unlink()
