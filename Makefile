@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PARAMS ?=
 EXTRAS ?= test,book
 
-.PHONY: test lint book notebooks execute-one check-html clean venv
+.PHONY: test lint book notebooks execute-one check-html publish clean venv
 
 venv: $(STAMP)
 
@@ -65,6 +65,12 @@ check-html: $(STAMP)
 
 clean:
 	rm -rf book/_build book/notebooks .pytest_cache .ruff_cache
+
+# Publish the built book by hand to the gh-pages branch (make book first); the workflow
+# .github/workflows/book.yml deploys it to GitHub Pages on every push to main instead.
+publish: $(STAMP)
+	@test -f $(BOOK_HTML)/index.html || { echo "No built book at $(BOOK_HTML); run make book first." >&2; exit 2; }
+	$(VENV)/bin/ghp-import --no-jekyll --push --force --message "Publish the book" $(BOOK_HTML)
 
 # ---------------------------------------------------------------------------- the mini zoo
 # make zoo: train the seven mini models on Tiny-ImageNet-100. ZOO_DATA holds val-probe100.tar.gz
