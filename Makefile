@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(PY) -m ruff check analysis_utils tests benchmarks notebooks
+	$(PY) -m ruff check analysis_utils tests benchmarks notebooks examples
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q
@@ -37,14 +37,16 @@ BOOK_JOBS ?= 4
 CHAPTER_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); t=$$((n / $(BOOK_JOBS))); \
   echo $$((t > 0 ? t : 1)))
 BOOK_HTML := book/_build/html
+# plug-in modules (-p plugins examples.conv_gru) import from the repository root in every step
+BOOK_PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 book/notebooks/_sources/%.ipynb: notebooks/%.py $(STAMP)
 	@mkdir -p $(@D)
 	$(VENV)/bin/jupytext --quiet --to ipynb $< -o $@
 
 notebooks: $(STAMP) $(SOURCE_NOTEBOOKS)
-	$(PY) -m analysis_utils.book preflight $(PARAMS)
-	$(PY) -m analysis_utils.book prefill $(SOURCE_NOTEBOOKS) $(PARAMS)
+	PYTHONPATH="$(BOOK_PYTHONPATH)" $(PY) -m analysis_utils.book preflight $(PARAMS)
+	PYTHONPATH="$(BOOK_PYTHONPATH)" $(PY) -m analysis_utils.book prefill $(SOURCE_NOTEBOOKS) $(PARAMS)
 	printf '%s\n' $(CHAPTER_NAMES) | xargs -P $(BOOK_JOBS) -I NAME \
 	  $(MAKE) --no-print-directory execute-one CHAPTER=NAME PARAMS='$(PARAMS)'
 	$(PY) -m analysis_utils.book check-outputs $(CHAPTERS)
@@ -52,7 +54,8 @@ notebooks: $(STAMP) $(SOURCE_NOTEBOOKS)
 # Execute one chapter (used by `notebooks`): make execute-one CHAPTER=02_dynamics
 execute-one:
 	@echo "executing $(CHAPTER)"
-	OMP_NUM_THREADS=$(CHAPTER_THREADS) $(VENV)/bin/papermill --no-progress-bar \
+	OMP_NUM_THREADS=$(CHAPTER_THREADS) PYTHONPATH="$(BOOK_PYTHONPATH)" \
+	  $(VENV)/bin/papermill --no-progress-bar \
 	  --log-level WARNING -k python3 --cwd book/notebooks \
 	  book/notebooks/_sources/$(CHAPTER).ipynb book/notebooks/$(CHAPTER).ipynb $(PARAMS)
 

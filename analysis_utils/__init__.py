@@ -18,6 +18,9 @@ Module map (one rule per module; a reader should know from here what belongs whe
 - ``stats``       everything that returns a p-value or an interval.
 - ``plotting``    figures and the shared style (colours per model and state).
 - ``train``       training the mini zoo.
+- ``plugins``     a user's own model: the time-resolved adapter (hooks that record every call
+                  of a reused module as one step), ``register_model``, the ``plugins``
+                  parameter and the ``analysis_utils.models`` entry-point group.
 """
 
 __version__ = "0.1.0"

@@ -7,6 +7,9 @@
   md5) and unpack the probe and training images of the 100 probe categories into
   ``DIR/tiny-imagenet-200`` (default: the user cache, where the tiny probe looks last).
 - ``train ...``: the mini-zoo trainer (``analysis_utils.train``), imported only when asked for.
+
+``list`` and ``extract`` take ``--plugins mypkg.models,...``: modules that register models of
+your own when imported (see ``analysis_utils.plugins``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ import sys
 from .errors import AnalysisUtilsError
 
 
+def _add_plugins_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugins", default=None,
+                        help="comma-separated modules that register your own models, for "
+                             "example examples.conv_gru")
+
+
 def _add_extract_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_plugins_argument(parser)
     parser.add_argument("--model", required=True, action="append", dest="models",
                         help="catalogue model name (repeat for several)")
     parser.add_argument("--scale", default="mini", help="mini (default) or full")
@@ -44,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="print the model catalogue")
     listing.add_argument("--scale", default="mini")
+    _add_plugins_argument(listing)
     _add_extract_arguments(commands.add_parser("extract", help="extract time-resolved features"))
     download = commands.add_parser("download", help="download a data set (tiny-imagenet)")
     download.add_argument("dataset", choices=["tiny-imagenet"])
@@ -113,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "train":
             return _run_train(argv[1:])
         args = build_parser().parse_args(argv)
+        from .plugins import load_plugins
+
+        load_plugins(args.plugins)
         if args.command == "list":
             _run_list(args)
         elif args.command == "extract":

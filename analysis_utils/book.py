@@ -44,7 +44,8 @@ SCALES = ("mini", "full")
 WEIGHT_KINDS = ("trained", "untrained", "official")
 PROBES = ("tiny", "imagenet")
 STAGE_READOUTS = ("penult", "logits")
-CHAPTERS = ("01_model_catalogue", "02_dynamics", "03_orthogonality", "04_cross_model_rsa")
+CHAPTERS = ("01_model_catalogue", "02_dynamics", "03_orthogonality", "04_cross_model_rsa",
+            "05_own_model")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,15 @@ class ChapterParameters:
     device: str = "auto"
     cache_dir: str | None = None
     images_per_category: int | None = None
+    plugins: tuple[str, ...] = ()  # the plug-in modules imported (see analysis_utils.plugins)
+    plugin_models: tuple[str, ...] = ()  # the models they registered
+
+    def plugins_of(self, model: str) -> tuple[str, ...]:
+        """The plug-in modules that registered ``model`` (none for a catalogue model)."""
+        from .plugins import load_plugins
+
+        return tuple(module for module, names in load_plugins(self.plugins).items()
+                     if model in names)
 
     @property
     def untrained(self) -> bool:
@@ -153,14 +163,19 @@ def _step_overrides(value, what: str, models: tuple[str, ...]) -> dict[str, int]
 def check_parameters(*, scale="mini", weights="trained", probe="tiny", data_dir=None,
                      models=None, readouts=STAGE_READOUTS, baseline=None, after=None,
                      n_perm=1000, seed=0, device="auto", cache_dir=None,
-                     images_per_category=None, check_weights: bool = True
+                     images_per_category=None, plugins=None, check_weights: bool = True
                      ) -> ChapterParameters:
     """Check a chapter's parameters before any work; one clear sentence per mistake.
 
-    ``models`` None (or "all") means every catalogue model. ``check_weights`` confirms that the
-    trained zoo has a file for every model when ``weights="trained"``.
+    ``plugins`` (comma-separated modules, see :func:`analysis_utils.plugins.load_plugins`) are
+    imported first, so the models they register can be named in ``models``. ``models`` None
+    (or "all") means every catalogue model, plug-ins included. ``check_weights`` confirms that
+    the trained zoo has a file for every model when ``weights="trained"``.
     """
     from . import catalogue
+    from .plugins import load_plugins
+
+    loaded = load_plugins(plugins)
 
     if scale not in SCALES:
         raise AnalysisUtilsError(
@@ -255,7 +270,8 @@ def check_parameters(*, scale="mini", weights="trained", probe="tiny", data_dir=
     return ChapterParameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                              models=models, readouts=readouts, baseline=baseline, after=after,
                              n_perm=n_perm, seed=seed, device=device, cache_dir=cache_dir,
-                             images_per_category=images_per_category)
+                             images_per_category=images_per_category, plugins=tuple(loaded),
+                             plugin_models=tuple(n for names in loaded.values() for n in names))
 
 
 def check_count(value, what: str, minimum: int = 1) -> int:
@@ -372,6 +388,11 @@ def rendered_with(params: ChapterParameters, probe=None) -> str:
         f"**Models:** {', '.join(params.models)}. **Readouts:** {', '.join(params.readouts)}. "
         f"**Permutations:** {params.n_perm}.",
         "",
+    ]
+    if params.plugins:
+        lines += [f"**Plug-ins:** {', '.join(params.plugins)} (registering "
+                  f"{', '.join(params.plugin_models)}).", ""]
+    lines += [
         f"**Software:** {versions}.",
     ]
     return "\n".join(lines)
@@ -431,8 +452,16 @@ def parse_papermill_params(argv: list[str]) -> dict[str, str]:
 
 
 def preflight(argv: list[str]) -> int:
-    """Stop ``make book`` early, in one sentence, when trained weights are asked for but absent."""
+    """Stop ``make book`` early, in one sentence, when trained weights are asked for but absent
+    (or a plug-in module named by ``-p plugins`` does not load)."""
+    from .plugins import load_plugins
+
     params = parse_papermill_params(argv)
+    try:
+        load_plugins(params.get("plugins"))
+    except AnalysisUtilsError as error:
+        print(error, file=sys.stderr)
+        return 2
     scale = params.get("scale", "mini")
     weights = params.get("weights", "trained")
     if weights != "trained" or scale != "mini":
@@ -464,7 +493,8 @@ def _papermill_value(text: str):
 
 #: the parameters every chapter shares (and :func:`check_parameters` takes)
 SHARED_PARAMETERS = ("scale", "weights", "probe", "data_dir", "models", "readouts", "baseline",
-                     "after", "n_perm", "seed", "device", "cache_dir", "images_per_category")
+                     "after", "n_perm", "seed", "device", "cache_dir", "images_per_category",
+                     "plugins")
 
 
 def chapter_parameters(notebook: str | os.PathLike, argv: list[str]) -> dict:
@@ -529,6 +559,7 @@ class ExtractionJob:
     reference_images: int | None  # cut to the first images of each category (the reference)
     readouts: tuple[str, ...]
     options: tuple[tuple[str, object], ...]  # extract.features keywords (scale, weights, ...)
+    plugins: tuple[str, ...] = ()  # the plug-in module that registers the model, if any
 
     @property
     def label(self) -> str:
@@ -549,7 +580,8 @@ def prefill_jobs(notebooks, pairs: list[str]) -> list[ExtractionJob]:
                      images_per_category=params.images_per_category or 50)
         options = tuple(sorted(params.extract_kwargs().items()))
         jobs += [ExtractionJob(name, **where, reference_images=None, readouts=params.readouts,
-                               options=options) for name in params.models]
+                               options=options, plugins=params.plugins_of(name))
+                 for name in params.models]
         if "untrained_seeds" in values:
             seeds = check_seeds(values["untrained_seeds"], "untrained_seeds")
             count = min(check_count(values["reference_images_per_category"],
@@ -561,7 +593,8 @@ def prefill_jobs(notebooks, pairs: list[str]) -> list[ExtractionJob]:
                 untrained = tuple(sorted({**dict(options), "weights": "untrained",
                                           "seed": seed}.items()))
                 jobs += [ExtractionJob(name, **where, reference_images=count,
-                                       readouts=STAGE_READOUTS, options=untrained)
+                                       readouts=STAGE_READOUTS, options=untrained,
+                                       plugins=params.plugins_of(name))
                          for name in params.models]
     return list(dict.fromkeys(jobs))  # in order, each once
 
@@ -596,8 +629,10 @@ def run_extraction_job(job: ExtractionJob, threads: int) -> tuple[ExtractionJob,
     import torch
 
     from . import extract
+    from .plugins import load_plugins
 
     torch.set_num_threads(threads)
+    load_plugins(job.plugins)  # a spawned worker starts with the catalogue's own models only
     _, metadata = extract.features(job.model, _job_probe(job), readouts=job.readouts,
                                    progress=False, **dict(job.options))
     return job, metadata["seconds"], all(metadata["cache"]["from_cache"].values())

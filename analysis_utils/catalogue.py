@@ -10,8 +10,10 @@ that reads the official file format. Users call:
 - :func:`load` -> a ``TimeResolvedModel`` in eval mode, with ``weights`` one of ``"official"``
   (full scale), ``"trained"`` (the mini zoo), ``"untrained"`` (seeded) or a checkpoint path.
 
-Plugging in a model of your own means writing one ``TimeResolvedModel`` and one ``register``
-call; every analysis then works for it.
+Plugging in a model of your own means one ``plugins.register_model`` call around a plain
+PyTorch model (or a ``TimeResolvedModel`` and one ``register`` call); every analysis then works
+for it. Installed packages that declare the entry-point group ``analysis_utils.models`` are
+registered on first use (see ``analysis_utils.plugins``).
 """
 
 from __future__ import annotations
@@ -122,8 +124,19 @@ def register(card: ModelCard, *, build: Callable[..., torch.nn.Module],
     _REGISTRY[card.name] = _Entry(card, build, load_checkpoint)
 
 
+_ENTRY_POINTS_LOADED = False
+
+
 def _ensure_loaded() -> None:
+    """Import the families, then (once) the models of installed packages' entry points."""
+    global _ENTRY_POINTS_LOADED
     from . import models  # noqa: F401  (importing registers the families)
+
+    if not _ENTRY_POINTS_LOADED:
+        _ENTRY_POINTS_LOADED = True  # first, so that an entry point may call names() itself
+        from .plugins import load_entry_points
+
+        load_entry_points()
 
 
 #: the book's order: recurrent models as the reference study lists them, then feedforward ones;

@@ -34,6 +34,7 @@ seed = 0  # seed of untrained weights
 device = "auto"
 cache_dir = None  # the feature cache; None: $ANALYSIS_UTILS_CACHE or the user cache
 images_per_category = None  # None: all 50; fewer for a quick run
+plugins = None  # modules that register your own models, e.g. "examples.conv_gru" (see chapter 5)
 
 # %%
 import numpy as np
@@ -45,7 +46,7 @@ from analysis_utils import book, catalogue, extract, geometry, plotting, stats
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
                           n_perm=n_perm, seed=seed, device=device, cache_dir=cache_dir,
-                          images_per_category=images_per_category)
+                          images_per_category=images_per_category, plugins=plugins)
 probe_set = book.open_chapter(P)
 NOTE = P.weights_label()
 PERMUTATION_SEED = 42  # the study's seed for the permutation test

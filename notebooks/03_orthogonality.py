@@ -35,6 +35,7 @@ seed = 0  # seed of untrained weights
 device = "auto"
 cache_dir = None  # the feature cache; None: $ANALYSIS_UTILS_CACHE or the user cache
 images_per_category = None  # None: all 50; fewer for a quick run
+plugins = None  # modules that register your own models, e.g. "examples.conv_gru" (see chapter 5)
 untrained_seeds = "0,1,2"  # seeds of the untrained reference networks
 reference_images_per_category = 10  # images per category for the comparison with untrained seeds
 
@@ -48,7 +49,7 @@ from analysis_utils import book, catalogue, extract, geometry, plotting
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
                           n_perm=n_perm, seed=seed, device=device, cache_dir=cache_dir,
-                          images_per_category=images_per_category)
+                          images_per_category=images_per_category, plugins=plugins)
 SEEDS = book.check_seeds(untrained_seeds, "untrained_seeds")
 probe_set = book.open_chapter(P)
 REFERENCE_K = min(book.check_count(reference_images_per_category,

@@ -36,6 +36,7 @@ seed = 0  # seed of untrained weights
 device = "auto"
 cache_dir = None  # the feature cache; None: $ANALYSIS_UTILS_CACHE or the user cache
 images_per_category = None  # None: all 50; fewer for a quick run
+plugins = None  # modules that register your own models, e.g. "examples.conv_gru" (see chapter 5)
 n_boot = 500  # bootstrap resamples of the categories for the claim test
 
 # %%
@@ -49,7 +50,7 @@ from analysis_utils.errors import AnalysisUtilsError
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
                           n_perm=n_perm, seed=seed, device=device, cache_dir=cache_dir,
-                          images_per_category=images_per_category)
+                          images_per_category=images_per_category, plugins=plugins)
 N_BOOT = book.check_count(n_boot, "n_boot")
 if len(P.models) < 3:
     raise AnalysisUtilsError(

@@ -201,7 +201,8 @@ def test_every_chapter_has_one_parameters_cell_with_the_shared_parameters():
     import jupytext
 
     shared = {"scale", "weights", "probe", "data_dir", "models", "readouts", "baseline",
-              "after", "n_perm", "seed", "device", "cache_dir", "images_per_category"}
+              "after", "n_perm", "seed", "device", "cache_dir", "images_per_category",
+              "plugins"}
     assert [c.stem for c in CHAPTERS] == list(book.CHAPTERS)
     for chapter in CHAPTERS:
         notebook = jupytext.read(chapter)
@@ -228,13 +229,15 @@ def tiny_cache(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", [c.stem for c in CHAPTERS])
-def test_chapter_runs_under_papermill(chapter, tmp_path, tiny_cache):
+def test_chapter_runs_under_papermill(chapter, tmp_path, tiny_cache, monkeypatch):
     """Each chapter executes with tiny parameters, shows outputs in every code cell, says that
     the models are untrained, and fails loudly on a bad parameter."""
     if _probe_dir() is None:
         pytest.skip("ANALYSIS_UTILS_DATA does not hold tiny-imagenet-200/ (CI unpacks it)")
     import jupytext
     import papermill
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # as make book: chapter 5's plug-in, examples/
 
     source = tmp_path / f"{chapter}.src.ipynb"
     jupytext.write(jupytext.read(ROOT / "notebooks" / f"{chapter}.py"), source)
