@@ -11,6 +11,8 @@ Module map (one rule per module; a reader should know from here what belongs whe
 - ``weights``     official checkpoints (URL, sha256, download, cache) and the mini zoo.
 - ``probes``      probe image sets and their category metadata.
 - ``tiny_imagenet`` the official Tiny-ImageNet archive: download, size and md5 check, unpack.
+- ``perturb``     seeded image perturbations (occlusion, clutter, noise, phase noise) of the
+                  probe's uint8 pixels, before each card's preprocessing.
 - ``extract``     time-resolved readouts of a model over a probe.
 - ``store``       the feature cache on disk.
 - ``geometry``    tensors in, numbers out: prototypes, distances, RDMs, the study's metrics.
