@@ -40,6 +40,9 @@ ENTRY_POINT_GROUP = "analysis_utils.models"
 _TARGET = re.compile(r"^(?P<path>[A-Za-z0-9_.]*)(?::(?P<side>input|output))?"
                      r"(?:\[(?P<index>\d+)\])?$")
 
+#: the loss timings the trainer knows ("both passes" is LRM's own and needs its pass logic)
+LOSS_TIMINGS = ("all steps", "final step", "single output")
+
 #: (baseline, after) colours of a plug-in without its own: amber, unlike every catalogue model
 DEFAULT_COLORS = ("#B45309", "#F59E0B")
 
@@ -272,7 +275,7 @@ def _source_version(build: Callable) -> str:
 def register_model(name: str, build: Callable[..., nn.Module], *, readouts: Mapping[str, str],
                    steps: int, display_name: str | None = None, family: str | None = None,
                    recurrence: str = "within-layer", mechanism: str = "user-defined",
-                   loss_timing: str = "final step", counterpart: str | None = None,
+                   loss_timing: str | None = None, counterpart: str | None = None,
                    states: Mapping[str, int] | None = None,
                    preprocessing: Mapping[str, preprocess.Preprocessing] | None = None,
                    step_unit: str = "t", headline_readout: str = "logits",
@@ -284,7 +287,7 @@ def register_model(name: str, build: Callable[..., nn.Module], *, readouts: Mapp
     ``build(scale=..., steps=...)`` returns the user's ``nn.Module`` for ``scale`` ('mini':
     64 px, 100 classes; 'full': 1000 classes) unrolled for ``steps`` steps; it is wrapped by
     :func:`time_resolved` with ``readouts``. ``steps`` is the default number of steps.
-    ``loss_timing`` ('all steps', 'final step' or, for one step, 'single output') is what the
+    ``loss_timing`` ('all steps' or 'final step'; 'single output' for one step) is what the
     trainer uses. ``states`` defaults to baseline step 1 and after the last step;
     ``preprocessing`` to the catalogue's ImageNet recipe (64 px at mini scale, 224 px at full
     scale). ``code_version`` defaults to a hash of the file that defines ``build``, so editing
@@ -308,8 +311,27 @@ def register_model(name: str, build: Callable[..., nn.Module], *, readouts: Mapp
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise AnalysisUtilsError(f"steps must be a positive integer, got {steps!r}.")
     readout_names = tuple(check_readout_targets(readouts))
+    if loss_timing is None:
+        loss_timing = "final step" if steps > 1 else "single output"
+    if headline_readout not in readout_names:
+        raise AnalysisUtilsError(
+            f"headline_readout {headline_readout!r} is not one of the readouts "
+            f"({', '.join(readout_names)}); name one of them."
+        )
+    if loss_timing not in LOSS_TIMINGS or (loss_timing == "single output") != (steps == 1):
+        raise AnalysisUtilsError(
+            f"loss_timing {loss_timing!r} does not fit a model of {steps} step(s); use 'all "
+            "steps' or 'final step' for a recurrent model, 'single output' for one step."
+        )
     if states is None:
         states = {"baseline": 1, "after": steps} if steps > 1 else {"baseline": 1}
+    bad = {k: v for k, v in dict(states).items()
+           if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= steps}
+    if "baseline" not in states or bad:
+        raise AnalysisUtilsError(
+            f"states must name a 'baseline' step (and optionally 'after'), each from 1 to "
+            f"{steps}, got {dict(states)!r}."
+        )
     card = catalogue.ModelCard(
         name=name, display_name=display_name or name, family=family or "plug-in",
         recurrence=recurrence if steps > 1 else "none", mechanism=mechanism,

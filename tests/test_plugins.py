@@ -186,8 +186,15 @@ def test_register_model_refuses_bad_names_builds_and_readouts(registry):
         plugins.register_model("mine", Unused(), readouts=good, steps=1, code_version="1")
     with pytest.raises(AnalysisUtilsError, match="must name the module of 'penult'"):
         plugins.register_model("mine", build, readouts={"logits": "head"}, steps=1)
+    for options, words in [({"loss_timing": "all steps"}, "does not fit a model of 1 step"),
+                           ({"headline_readout": "V1"}, "headline_readout 'V1' is not one"),
+                           ({"states": {"baseline": 2}}, "each from 1 to 1")]:
+        with pytest.raises(AnalysisUtilsError, match=words):
+            plugins.register_model("mine", build, readouts=good, steps=1, code_version="1",
+                                   **options)
     card = plugins.register_model("mine", build, readouts=good, steps=1, code_version="1")
     assert card.recurrence == "none" and card.states == {"baseline": 1}
+    assert card.loss_timing == "single output"
     assert "mine" in catalogue.names()
 
 
