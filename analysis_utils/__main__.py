@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         from .plugins import load_plugins
 
-        load_plugins(args.plugins)
+        load_plugins(getattr(args, "plugins", None))  # 'download' takes no plugins
         if args.command == "list":
             _run_list(args)
         elif args.command == "extract":

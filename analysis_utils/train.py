@@ -1233,6 +1233,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``train`` subcommand's options to ``parser``."""
     parser.add_argument("--model", required=True,
                         help="a catalogue name, or 'all' for the seven zoo models")
+    parser.add_argument("--plugins", default=None,
+                        help="comma-separated modules that register your own models (see "
+                             "analysis_utils.plugins), e.g. examples.conv_gru")
     parser.add_argument("--archives", default=None,
                         help="folder with train-probe100-*.tar.gz and val-probe100.tar.gz, or an "
                              "official tiny-imagenet-200 folder (default: "
@@ -1294,6 +1297,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     """Run the ``train`` subcommand; returns the exit status."""
     from . import catalogue
+    from .plugins import load_plugins
+
+    load_plugins(args.plugins)
 
     if args.model == "all":
         missing = [n for n in ZOO_MODELS if n not in catalogue.names()]

@@ -294,6 +294,21 @@ def test_the_trainer_trains_a_plugin_with_its_cards_loss_timing(registry, tmp_pa
     assert not torch.equal(trained.model.classifier.weight, initial.model.classifier.weight)
 
 
+def test_the_train_command_loads_plugins_before_it_checks_the_model(registry, tmp_path):
+    import argparse
+
+    from analysis_utils import train
+
+    parser = train.add_arguments(argparse.ArgumentParser())
+    with pytest.raises(AnalysisUtilsError, match="no_such_plugin_module"):
+        train.main(parser.parse_args(["--model", "conv_gru", "--plugins", "no_such_plugin_module",
+                                      "--epochs", "1", "--out", str(tmp_path)]))
+    with pytest.raises(AnalysisUtilsError, match="Unknown model 'conv_gru'"):
+        train.main(parser.parse_args(["--model", "conv_gru", "--epochs", "1",
+                                      "--out", str(tmp_path)]))
+    assert not list(tmp_path.iterdir())
+
+
 # ------------------------------------------------------------------ a chapter for the example
 
 
