@@ -24,12 +24,6 @@ def _sync(path: Path) -> None:
                    capture_output=True, text=True)
 
 
-def _as_paired(source: str) -> str:
-    """The chapter source without its header's ``formats:`` line, which (as ``py:percent``)
-    would override jupytext.toml; the chapters are to drop it and leave pairing to the config."""
-    return re.sub(r"(?m)^#     formats: .*\n", "", source, count=1)
-
-
 def test_the_generated_notebooks_stay_out_of_git():
     ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/02_dynamics.ipynb"],
                              cwd=ROOT)
@@ -42,7 +36,9 @@ def test_a_chapter_syncs_both_ways_with_its_notebook(tmp_path):
     shutil.copy(ROOT / "jupytext.toml", tmp_path / "jupytext.toml")
     (tmp_path / "notebooks").mkdir()
     script = tmp_path / "notebooks" / CHAPTER.name
-    paired = _as_paired(CHAPTER.read_text())
+    paired = CHAPTER.read_text()
+    assert "formats:" not in paired.split("# ---")[1], "a formats: line in the header " \
+        "overrides jupytext.toml; leave pairing to the config"
     script.write_text(paired)
     notebook = script.with_suffix(".ipynb")
 
