@@ -33,7 +33,7 @@ seed = 0  # seed of untrained weights
 device = "auto"
 cache_dir = None  # the feature cache; None: $ANALYSIS_UTILS_CACHE or the user cache
 images_per_category = None  # None: all 50; fewer for a quick run
-plugins = None  # modules that register your own models, e.g. "examples.conv_gru" (see chapter 5)
+plugins = None  # modules that register your own models, e.g. "examples.conv_gru" (see chapter 7)
 
 # %%
 import numpy as np

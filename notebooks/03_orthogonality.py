@@ -34,7 +34,7 @@ seed = 0  # seed of untrained weights
 device = "auto"
 cache_dir = None  # the feature cache; None: $ANALYSIS_UTILS_CACHE or the user cache
 images_per_category = None  # None: all 50; fewer for a quick run
-plugins = None  # modules that register your own models, e.g. "examples.conv_gru" (see chapter 5)
+plugins = None  # modules that register your own models, e.g. "examples.conv_gru" (see chapter 7)
 untrained_seeds = "0,1,2"  # seeds of the untrained reference networks
 reference_images_per_category = 10  # images per category for the comparison with untrained seeds
 

@@ -237,7 +237,7 @@ def test_chapter_runs_under_papermill(chapter, tmp_path, tiny_cache, monkeypatch
     import jupytext
     import papermill
 
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # as make book: chapter 5's plug-in, examples/
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # as make book: chapter 7's plug-in, examples/
 
     source = tmp_path / f"{chapter}.src.ipynb"
     jupytext.write(jupytext.read(ROOT / "notebooks" / f"{chapter}.py"), source)

@@ -217,8 +217,8 @@ def test_prefill_extracts_a_plugin_in_spawned_workers(registry, tmp_path, capsys
     from analysis_utils import extract, probes
 
     data = write_tiny_layout(tmp_path / "data", n_wnids=8, images_per_wnid=3)
-    source = tmp_path / "05_own_model.ipynb"
-    jupytext.write(jupytext.read(ROOT / "notebooks" / "05_own_model.py"), source)
+    source = tmp_path / "07_own_model.ipynb"
+    jupytext.write(jupytext.read(ROOT / "notebooks" / "07_own_model.py"), source)
     cache = tmp_path / "cache"
     pairs = ["-p", "weights", "untrained", "-p", "models", "conv_gru,b", "-p", "data_dir",
              str(data), "-p", "cache_dir", str(cache), "-p", "images_per_category", "3"]
