@@ -45,11 +45,11 @@ book/notebooks/_sources/%.ipynb: notebooks/%.py $(STAMP)
 	$(VENV)/bin/jupytext --quiet --to ipynb $< -o $@
 
 notebooks: $(STAMP) $(SOURCE_NOTEBOOKS)
-	PYTHONPATH="$(BOOK_PYTHONPATH)" $(PY) -m analysis_utils.book preflight $(PARAMS)
-	PYTHONPATH="$(BOOK_PYTHONPATH)" $(PY) -m analysis_utils.book prefill $(SOURCE_NOTEBOOKS) $(PARAMS)
+	PYTHONPATH="$(BOOK_PYTHONPATH)" $(PY) -m analysis_utils.build preflight $(PARAMS)
+	PYTHONPATH="$(BOOK_PYTHONPATH)" $(PY) -m analysis_utils.build prefill $(SOURCE_NOTEBOOKS) $(PARAMS)
 	printf '%s\n' $(CHAPTER_NAMES) | xargs -P $(BOOK_JOBS) -I NAME \
 	  $(MAKE) --no-print-directory execute-one CHAPTER=NAME PARAMS='$(PARAMS)'
-	$(PY) -m analysis_utils.book check-outputs $(CHAPTERS)
+	$(PY) -m analysis_utils.build check-outputs $(CHAPTERS)
 
 # Execute one chapter (used by `notebooks`): make execute-one CHAPTER=02_dynamics
 execute-one:
@@ -64,7 +64,7 @@ book: notebooks
 	@echo "The book: $(CURDIR)/$(BOOK_HTML)/index.html"
 
 check-html: $(STAMP)
-	$(PY) -m analysis_utils.book check-html $(BOOK_HTML) screenshots
+	$(PY) -m analysis_utils.build check-html $(BOOK_HTML) screenshots
 
 clean:
 	rm -rf book/_build book/notebooks .pytest_cache .ruff_cache

@@ -19,6 +19,11 @@ Module map (one rule per module; a reader should know from here what belongs whe
 - ``rsa``         RDMs of tagged features, cross-model RSA, MDS.
 - ``stats``       everything that returns a p-value or an interval.
 - ``plotting``    figures and the shared style (colours per model and state).
+- ``results``     result tables as CSV files with a sidecar of what produced them.
+- ``book``        what the chapters call: parameter checks, the "rendered with" header,
+                  opening a chapter, the untrained reference.
+- ``build``       what ``make book`` calls around the chapters: preflight, prefill of the
+                  feature cache, the output and HTML checks (``python -m analysis_utils.build``).
 - ``train``       training the mini zoo.
 - ``plugins``     a user's own model: the time-resolved adapter (hooks that record every call
                   of a reused module as one step), ``register_model``, the ``plugins``

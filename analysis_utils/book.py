@@ -1,42 +1,27 @@
-"""The book's plumbing: chapter parameters, the "rendered with" header, and the build checks.
+"""What the chapters call: their parameters, the "rendered with" header, opening a chapter.
+
+The chapters' side of the book (``from analysis_utils import book`` in every notebook); what
+``make book`` runs around them (preflight, prefill, output and HTML checks) is
+:mod:`analysis_utils.build`.
 
 - :func:`check_parameters` validates a chapter's papermill ``parameters`` cell before any work
   and returns a :class:`ChapterParameters`; every mistake raises ``AnalysisUtilsError`` with one
-  sentence that says what was expected and how to fix it.
+  sentence that says what was expected and how to fix it (:func:`check_count` and
+  :func:`check_seeds` for a chapter's own integer and seed parameters).
 - :func:`rendered_with` is the first output of every chapter: which scale, weights, probe and
-  software rendered it, and a plain warning when the models are untrained.
-- :func:`preflight` is what ``make book`` runs before executing any chapter: it reads the
-  papermill ``-p`` pairs and stops with one sentence when trained weights are absent.
-- :func:`prefill` extracts every feature the chapters will read (each chapter's defaults
-  overridden by the ``-p`` pairs) into the feature cache, once, so the chapters can then run
-  side by side and all read the cache (:func:`prefill_jobs` lists those extractions, chapter
-  3's untrained reference of :func:`untrained_reference` included).
-- :func:`check_outputs` fails when an executed notebook lacks outputs; :func:`check_html` opens
-  the built pages in headless Chromium, saves screenshots, and fails on missing figures or
-  broken links.
-
-Command line (used by the Makefile)::
-
-    python -m analysis_utils.book preflight -p weights untrained ...
-    python -m analysis_utils.book prefill book/notebooks/_sources/*.ipynb -p weights untrained
-    python -m analysis_utils.book check-outputs book/notebooks/*.ipynb
-    python -m analysis_utils.book check-html book/_build/html screenshots
+  software rendered it, and a plain warning when the models are untrained;
+  :func:`open_chapter` loads the probe, applies the figure style and shows it.
+- :func:`features_summary` is the table of extracted features each chapter shows.
+- :func:`untrained_reference` (on the images of :func:`reference_probe`) gives untrained
+  networks of several seeds, chapter 3's reference for what training changed.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from .errors import AnalysisUtilsError
 
@@ -104,7 +89,7 @@ class ChapterParameters:
 # --------------------------------------------------------------------------- validation
 
 
-def _as_list(value, what: str) -> list:
+def as_list(value, what: str) -> list:
     """A list from a list/tuple, or from a comma-separated string as papermill's -p gives."""
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -129,7 +114,7 @@ def _step_overrides(value, what: str, models: tuple[str, ...]) -> dict[str, int]
         return {}
     if isinstance(value, str):
         pairs = {}
-        for item in _as_list(value, what):
+        for item in as_list(value, what):
             name, sep, step = item.partition("=")
             if not sep or not step.strip().lstrip("-").isdigit():
                 raise AnalysisUtilsError(
@@ -216,7 +201,7 @@ def check_parameters(*, scale="mini", weights="trained", probe="tiny", data_dir=
     if models is None or models == "all":
         model_list = list(known)
     else:
-        model_list = _as_list(models, "models")
+        model_list = as_list(models, "models")
         if not model_list:
             raise AnalysisUtilsError("models is empty; name at least one model, e.g. 'lrm3,bl'.")
     for name in model_list:
@@ -227,7 +212,7 @@ def check_parameters(*, scale="mini", weights="trained", probe="tiny", data_dir=
         raise AnalysisUtilsError(f"models lists a model twice: {model_list}; name each once.")
     models = tuple(model_list)
 
-    readouts = tuple(_as_list(readouts, "readouts"))
+    readouts = tuple(as_list(readouts, "readouts"))
     if not readouts:
         raise AnalysisUtilsError("readouts is empty; use 'penult,logits'.")
     for readout in readouts:
@@ -288,7 +273,7 @@ def check_seeds(value, what: str = "seeds") -> tuple[int, ...]:
             f"{what} must be a list or a comma-separated string of seeds such as '0,1,2', got "
             f"{value!r}."
         )
-    items = _as_list(value, what)
+    items = as_list(value, what)
     seeds = []
     for item in items:
         text = str(item).strip()
@@ -432,85 +417,6 @@ def features_summary(features: dict, metadata: dict):
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------- make book
-
-
-def parse_papermill_params(argv: list[str]) -> dict[str, str]:
-    """``['-p', 'weights', 'untrained', ...]`` -> ``{'weights': 'untrained'}``."""
-    params: dict[str, str] = {}
-    index = 0
-    while index < len(argv):
-        flag = argv[index]
-        if flag in ("-p", "--parameters"):
-            if index + 2 >= len(argv):
-                raise AnalysisUtilsError(f"'-p' needs a name and a value, got {argv[index:]!r}.")
-            params[argv[index + 1]] = argv[index + 2]
-            index += 3
-        else:
-            index += 1
-    return params
-
-
-def preflight(argv: list[str]) -> int:
-    """Stop ``make book`` early, in one sentence, when trained weights are asked for but absent
-    (or a plug-in module named by ``-p plugins`` does not load)."""
-    from .plugins import load_plugins
-
-    params = parse_papermill_params(argv)
-    try:
-        load_plugins(params.get("plugins"))
-    except AnalysisUtilsError as error:
-        print(error, file=sys.stderr)
-        return 2
-    scale = params.get("scale", "mini")
-    weights = params.get("weights", "trained")
-    if weights != "trained" or scale != "mini":
-        return 0
-    from . import catalogue
-
-    models = params.get("models")
-    names = _as_list(models, "models") if models and models != "all" else catalogue.names()
-    missing = missing_trained(names, scale)
-    if missing:
-        print(trained_missing_sentence(missing), file=sys.stderr)
-        return 2
-    return 0
-
-
-def _papermill_value(text: str):
-    """A ``-p`` value typed as papermill types it: bool, None, int, float, else the string."""
-    if text in ("True", "False"):
-        return text == "True"
-    if text == "None":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-#: the parameters every chapter shares (and :func:`check_parameters` takes)
-SHARED_PARAMETERS = ("scale", "weights", "probe", "data_dir", "models", "readouts", "baseline",
-                     "after", "n_perm", "seed", "device", "cache_dir", "images_per_category",
-                     "plugins")
-
-
-def chapter_parameters(notebook: str | os.PathLike, argv: list[str]) -> dict:
-    """A chapter's parameters as papermill will set them: the defaults of the notebook's
-    ``parameters`` cell, overridden by the ``-p`` pairs in ``argv``."""
-    import ast
-
-    import papermill
-
-    values = {name: ast.literal_eval(info["default"])
-              for name, info in papermill.inspect_notebook(str(notebook)).items()}
-    values.update({name: _papermill_value(text)
-                   for name, text in parse_papermill_params(argv).items()})
-    return values
-
-
 def reference_probe(probe, images_per_category: int):
     """``(probe cut to the first images_per_category images of every category, their indices
     in the full probe)``: the images of the untrained reference (probe order is category, then
@@ -529,7 +435,8 @@ def untrained_reference(params: ChapterParameters, probe, seeds, images_per_cate
     These are the reference for what training changed (chapter 3). When the chapter's own
     models are untrained, its seed is one of them: pass its features on the full probe as
     ``own_features`` and they are cut to the reference images instead of extracted again.
-    :func:`prefill_jobs` lists the same extractions, so ``make book`` fills them beforehand.
+    :func:`analysis_utils.build.prefill_jobs` lists the same extractions, so ``make book``
+    fills them beforehand.
     """
     from . import extract
 
@@ -546,365 +453,3 @@ def untrained_reference(params: ChapterParameters, probe, seeds, images_per_cate
                                                   progress=progress, **kwargs)[0]
                            for name in params.models}
     return reference
-
-
-@dataclass(frozen=True)
-class ExtractionJob:
-    """One model's features for :func:`prefill`: which probe, which images, which weights."""
-
-    model: str
-    probe: str
-    data_dir: str | None
-    images_per_category: int
-    reference_images: int | None  # cut to the first images of each category (the reference)
-    readouts: tuple[str, ...]
-    options: tuple[tuple[str, object], ...]  # extract.features keywords (scale, weights, ...)
-    plugins: tuple[str, ...] = ()  # the plug-in module that registers the model, if any
-
-    @property
-    def label(self) -> str:
-        if self.reference_images is None:
-            return self.model
-        return f"{self.model} seed {dict(self.options)['seed']}"
-
-
-def prefill_jobs(notebooks, pairs: list[str]) -> list[ExtractionJob]:
-    """Every extraction the chapters will read, once each: for each chapter (its defaults
-    overridden by the ``-p`` pairs) its models' features, and the untrained reference of a
-    chapter that has ``untrained_seeds`` (chapter 3; its own seed is cut from its features)."""
-    jobs: list[ExtractionJob] = []
-    for notebook in notebooks:
-        values = chapter_parameters(notebook, pairs)
-        params = check_parameters(**{k: v for k, v in values.items() if k in SHARED_PARAMETERS})
-        where = dict(probe=params.probe, data_dir=params.data_dir,
-                     images_per_category=params.images_per_category or 50)
-        options = tuple(sorted(params.extract_kwargs().items()))
-        jobs += [ExtractionJob(name, **where, reference_images=None, readouts=params.readouts,
-                               options=options, plugins=params.plugins_of(name))
-                 for name in params.models]
-        if "untrained_seeds" in values:
-            seeds = check_seeds(values["untrained_seeds"], "untrained_seeds")
-            count = min(check_count(values["reference_images_per_category"],
-                                    "reference_images_per_category", minimum=2),
-                        where["images_per_category"])
-            for seed in seeds:
-                if params.untrained and seed == params.seed:
-                    continue  # the chapter cuts these from its own features
-                untrained = tuple(sorted({**dict(options), "weights": "untrained",
-                                          "seed": seed}.items()))
-                jobs += [ExtractionJob(name, **where, reference_images=count,
-                                       readouts=STAGE_READOUTS, options=untrained,
-                                       plugins=params.plugins_of(name))
-                         for name in params.models]
-    return list(dict.fromkeys(jobs))  # in order, each once
-
-
-_WORKER_PROBES: dict = {}
-
-
-def _job_probe(job: ExtractionJob):
-    """The probe of ``job`` (loaded once per process)."""
-    from . import probes
-
-    where = (job.probe, job.data_dir, job.images_per_category)
-    if where not in _WORKER_PROBES:
-        _WORKER_PROBES[where] = probes.load(job.probe, data_dir=job.data_dir,
-                                            images_per_category=job.images_per_category)
-    probe = _WORKER_PROBES[where]
-    if job.reference_images is not None:
-        probe = reference_probe(probe, job.reference_images)[0]
-    return probe
-
-
-def job_is_cached(job: ExtractionJob) -> bool:
-    """Whether every readout of ``job`` is already in the feature cache."""
-    from . import extract
-
-    return extract.is_cached(job.model, _job_probe(job), readouts=job.readouts,
-                             **dict(job.options))
-
-
-def run_extraction_job(job: ExtractionJob, threads: int) -> tuple[ExtractionJob, float, bool]:
-    """Run one job with ``threads`` torch threads: ``(job, seconds, whether it was cached)``."""
-    import torch
-
-    from . import extract
-    from .plugins import load_plugins
-
-    torch.set_num_threads(threads)
-    load_plugins(job.plugins)  # a spawned worker starts with the catalogue's own models only
-    _, metadata = extract.features(job.model, _job_probe(job), readouts=job.readouts,
-                                   progress=False, **dict(job.options))
-    return job, metadata["seconds"], all(metadata["cache"]["from_cache"].values())
-
-
-#: at most this many prefill workers by default (each holds a model and the images it decodes)
-MAX_PREFILL_WORKERS = 4
-
-
-def prefill(argv: list[str]) -> int:
-    """Extract into the feature cache every feature the chapters will read.
-
-    ``argv``: optionally ``--workers N``, then the chapters' source notebooks, then the ``-p``
-    pairs of ``make book`` (see :func:`prefill_jobs`). ``make book`` runs this once before the
-    chapters run side by side, so no two chapters compute the same features. The jobs are
-    shared among worker processes with one torch thread each (one per core, at most
-    :data:`MAX_PREFILL_WORKERS`; measured ~15 % faster on 2 cores than one process with 2
-    threads), or run in this process with every core when there is one worker, on a GPU and at
-    full scale (where each worker would hold thousands of decoded ImageNet images). With a
-    warm cache it only checks the entries.
-    """
-    import time
-
-    workers = None
-    if argv[:1] == ["--workers"]:
-        if len(argv) < 2 or not argv[1].isdigit() or int(argv[1]) < 1:
-            raise AnalysisUtilsError(
-                f"--workers needs a positive integer, got {argv[1:2]}; for example --workers 2."
-            )
-        workers, argv = int(argv[1]), argv[2:]
-    notebooks = argv[:_first_flag(argv)]
-    pairs = argv[_first_flag(argv):]
-    if not notebooks:
-        raise AnalysisUtilsError(
-            "prefill needs the chapters' notebooks before the -p pairs, for example: python -m "
-            "analysis_utils.book prefill book/notebooks/_sources/*.ipynb -p weights untrained."
-        )
-    started = time.perf_counter()
-    all_jobs = prefill_jobs(notebooks, pairs)
-    jobs = [job for job in all_jobs if not job_is_cached(job)]  # no workers for a warm cache
-    cores = os.cpu_count() or 1
-    if workers is None:
-        options = [dict(job.options) for job in jobs]
-        single = (any(o["scale"] == "full" for o in options)
-                  or any(o["device"] != "cpu" for o in options) and _gpu_available())
-        workers = 1 if single else min(cores, MAX_PREFILL_WORKERS)
-    workers = max(1, min(workers, len(jobs)))
-    threads = max(1, cores // workers)
-    if not jobs:
-        results = []
-    elif workers == 1:
-        results = [run_extraction_job(job, threads) for job in jobs]
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        context = multiprocessing.get_context("spawn")  # no fork after torch started threads
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            results = list(pool.map(run_extraction_job, jobs, [threads] * len(jobs)))
-    main = [f"{job.label} {seconds:.1f} s" for job, seconds, cached in results
-            if not cached and job.reference_images is None]
-    reference = [(job, seconds) for job, seconds, cached in results
-                 if not cached and job.reference_images is not None]
-    if reference:
-        seeds = sorted({dict(job.options)["seed"] for job, _ in reference})
-        main.append(f"the untrained reference (seeds {', '.join(map(str, seeds))}, "
-                    f"{len(reference)} model-seeds) {sum(s for _, s in reference):.1f} s")
-    summary = f"extracted {', '.join(main)}" if main else "all were in the cache"
-    how = f" on {workers} worker(s) x {threads} thread(s)" if jobs else ""
-    print(f"Features for {len(notebooks)} chapters, {len(jobs)} of {len(all_jobs)} extractions "
-          f"to run{how}: {summary} ({time.perf_counter() - started:.1f} s).")
-    return 0
-
-
-def _gpu_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _first_flag(argv: list[str]) -> int:
-    """Index of the first ``-p``/``--parameters`` in ``argv`` (its length when there is none)."""
-    for index, arg in enumerate(argv):
-        if arg in ("-p", "--parameters"):
-            return index
-    return len(argv)
-
-
-def check_outputs(paths) -> list[str]:
-    """Problems with executed notebooks: a code cell without outputs, or an error output."""
-    problems = []
-    for path in paths:
-        with open(path) as handle:
-            notebook = json.load(handle)
-        code_cells = [c for c in notebook["cells"] if c["cell_type"] == "code"]
-        if not code_cells:
-            problems.append(f"{path}: no code cells")
-        for number, cell in enumerate(code_cells, start=1):
-            source = "".join(cell.get("source", ""))
-            tags = cell.get("metadata", {}).get("tags", [])
-            if "parameters" in tags or "injected-parameters" in tags:
-                continue
-            outputs = cell.get("outputs", [])
-            if any(o.get("output_type") == "error" for o in outputs):
-                problems.append(f"{path}: code cell {number} raised an error")
-            if source.strip() and not outputs and "no-output" not in tags:
-                first = source.strip().splitlines()[0][:60]
-                problems.append(f"{path}: code cell {number} has no outputs ({first!r})")
-    return problems
-
-
-# --------------------------------------------------------------------------- HTML check
-
-
-class _PageParser(HTMLParser):
-    """Collects links and images of one HTML page."""
-
-    def __init__(self):
-        super().__init__()
-        self.links: list[str] = []
-        self.images: list[str] = []
-        self.ids: set[str] = set()
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if "id" in attrs:
-            self.ids.add(attrs["id"])
-        if tag == "a" and attrs.get("href"):
-            self.links.append(attrs["href"])
-        elif tag == "img" and attrs.get("src") is not None:
-            self.images.append(attrs["src"])
-        elif tag == "link" and attrs.get("href") and attrs.get("rel") in ("stylesheet",):
-            self.links.append(attrs["href"])
-        elif tag == "script" and attrs.get("src"):
-            self.links.append(attrs["src"])
-
-
-def _parse(path: Path) -> _PageParser:
-    parser = _PageParser()
-    parser.feed(path.read_text(encoding="utf-8", errors="replace"))
-    return parser
-
-
-def broken_links(html_dir: str | os.PathLike) -> list[str]:
-    """Local links, scripts, stylesheets and images in the built HTML that point nowhere."""
-    html_dir = Path(html_dir)
-    problems = []
-    for page in sorted(html_dir.rglob("*.html")):
-        if "_static" in page.parts or "_sources" in page.parts:
-            continue
-        parsed = _parse(page)
-        for target in parsed.links + parsed.images:
-            url = urlparse(target)
-            if url.scheme in ("http", "https", "mailto", "data", "javascript") or url.netloc:
-                continue
-            if not url.path:
-                if url.fragment and url.fragment not in parsed.ids:
-                    problems.append(f"{page.relative_to(html_dir)}: anchor #{url.fragment} missing")
-                continue
-            resolved = (page.parent / unquote(url.path)).resolve()
-            if not resolved.exists():
-                problems.append(f"{page.relative_to(html_dir)}: broken link {target}")
-    return problems
-
-
-def find_chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise AnalysisUtilsError(
-        "Chromium is not installed; install it with 'apt-get install -y chromium' "
-        "(Debian) to run the HTML check."
-    )
-
-
-def _chromium(args: list[str], timeout: int = 90) -> subprocess.CompletedProcess:
-    chromium = find_chromium()
-    with tempfile.TemporaryDirectory() as profile:
-        command = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                   "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
-                   "--virtual-time-budget=5000", *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-
-def render_page(page: Path, screenshot: Path, width: int = 1280, height: int = 2400) -> str:
-    """Open ``page`` in headless Chromium, save a screenshot, return the rendered DOM."""
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
-    url = page.resolve().as_uri()
-    shot = _chromium([f"--screenshot={screenshot}", f"--window-size={width},{height}", url])
-    if not screenshot.exists():
-        raise AnalysisUtilsError(
-            f"Chromium did not save a screenshot of {page} ({shot.stderr.strip()[-300:]})."
-        )
-    dom = _chromium(["--dump-dom", url])
-    if dom.returncode != 0 or "<html" not in dom.stdout.lower():
-        raise AnalysisUtilsError(f"Chromium could not render {page} ({dom.stderr.strip()[-300:]}).")
-    return dom.stdout
-
-
-def check_html(html_dir: str | os.PathLike, screenshots: str | os.PathLike = "screenshots",
-               chapter: str = "book/notebooks/02_dynamics.html",
-               min_figures: int = 1) -> list[str]:
-    """Open index.html and one chapter in headless Chromium; return the problems found.
-
-    Problems: a page that does not render, a chapter with fewer than ``min_figures`` images,
-    an image whose file is missing or empty, and any broken local link in the whole build.
-    Screenshots are saved as ``<screenshots>/index.png`` and ``<screenshots>/<chapter>.png``.
-    """
-    html_dir = Path(html_dir)
-    screenshots = Path(screenshots)
-    problems = []
-    index = html_dir / "index.html"
-    chapter_page = html_dir / chapter
-    for page in (index, chapter_page):
-        if not page.exists():
-            problems.append(f"{page} does not exist; run make book first")
-    if problems:
-        return problems
-    index_dom = render_page(index, screenshots / "index.png")
-    if "<title>" not in index_dom.lower() and "<title " not in index_dom.lower():
-        problems.append("index.html rendered without a title")
-    chapter_dom = render_page(chapter_page, screenshots / f"{chapter_page.stem}.png",
-                              height=9000)
-    parser = _PageParser()
-    parser.feed(chapter_dom)
-    figures = [src for src in parser.images if "logo" not in src]
-    if len(figures) < min_figures:
-        problems.append(f"{chapter} shows {len(figures)} figures, expected at least {min_figures}")
-    for src in figures:
-        url = urlparse(src)
-        if url.scheme == "data":
-            continue
-        path = Path(unquote(url.path)) if url.scheme == "file" else chapter_page.parent / src
-        if not path.exists() or path.stat().st_size == 0:
-            problems.append(f"{chapter}: figure {src} is missing or empty")
-    problems += broken_links(html_dir)
-    return problems
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        print(__doc__)
-        return 2
-    command, rest = argv[0], argv[1:]
-    if command == "preflight":
-        return preflight(rest)
-    if command == "prefill":
-        try:
-            return prefill(rest)
-        except AnalysisUtilsError as error:
-            print(error, file=sys.stderr)
-            return 2
-    if command == "check-outputs":
-        problems = check_outputs(rest)
-        if not rest:
-            problems = ["no executed notebooks were given; run make notebooks first"]
-    elif command == "check-html":
-        html_dir = rest[0] if rest else "book/_build/html"
-        screenshots = rest[1] if len(rest) > 1 else "screenshots"
-        problems = check_html(html_dir, screenshots)
-        if not problems:
-            print(f"HTML check passed; screenshots in {Path(screenshots).resolve()}")
-    else:
-        print(f"Unknown command {command!r}; use preflight, prefill, check-outputs or check-html.",
-              file=sys.stderr)
-        return 2
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

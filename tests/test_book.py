@@ -1,5 +1,6 @@
-"""The book: parameter checks, the rendered-with header, the output and HTML checks, and every
-chapter executed under papermill with tiny parameters (on the real tiny probe, when present)."""
+"""The book: what the chapters call (``book``: parameter checks, the rendered-with header), what
+the build calls (``build``: preflight, prefill, the output and HTML checks), and every chapter
+executed under papermill with tiny parameters (on the real tiny probe, when present)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis_utils import book
+from analysis_utils import book, build
 from analysis_utils.errors import AnalysisUtilsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,8 +87,8 @@ def test_trained_weights_absent_says_how_to_build_untrained(monkeypatch):
     monkeypatch.setattr(book, "missing_trained", lambda models, scale="mini": ["lrm3"])
     with pytest.raises(AnalysisUtilsError, match='PARAMS="-p weights untrained"'):
         book.check_parameters(weights="trained", models="lrm3,bl")
-    assert book.preflight(["-p", "weights", "trained"]) == 2
-    assert book.preflight(["-p", "weights", "untrained"]) == 0
+    assert build.preflight(["-p", "weights", "trained"]) == 2
+    assert build.preflight(["-p", "weights", "untrained"]) == 0
 
 
 def test_seed_and_count_parameters():
@@ -105,9 +106,9 @@ def test_seed_and_count_parameters():
 
 def test_papermill_params_are_parsed_in_pairs():
     argv = ["-p", "scale", "mini", "-p", "weights", "untrained", "--log-output"]
-    assert book.parse_papermill_params(argv) == {"scale": "mini", "weights": "untrained"}
+    assert build.parse_papermill_params(argv) == {"scale": "mini", "weights": "untrained"}
     with pytest.raises(AnalysisUtilsError, match="needs a name and a value"):
-        book.parse_papermill_params(["-p", "weights"])
+        build.parse_papermill_params(["-p", "weights"])
 
 
 def test_header_names_scale_weights_probe_and_versions():
@@ -138,9 +139,9 @@ def test_check_outputs_flags_cells_without_outputs_and_errors(tmp_path):
     empty = _notebook(tmp_path / "empty.ipynb", [])
     failed = _notebook(tmp_path / "failed.ipynb", [{"output_type": "error", "ename": "E",
                                                      "evalue": "", "traceback": []}])
-    assert book.check_outputs([good]) == []
-    assert "has no outputs" in book.check_outputs([empty])[0]
-    assert "raised an error" in book.check_outputs([failed])[0]
+    assert build.check_outputs([good]) == []
+    assert "has no outputs" in build.check_outputs([empty])[0]
+    assert "raised an error" in build.check_outputs([failed])[0]
 
 
 def _site(root: Path, broken: bool) -> Path:
@@ -174,8 +175,8 @@ def _png() -> bytes:
 
 
 def test_broken_links_are_found(tmp_path):
-    assert book.broken_links(_site(tmp_path / "good", broken=False)) == []
-    problems = book.broken_links(_site(tmp_path / "bad", broken=True))
+    assert build.broken_links(_site(tmp_path / "good", broken=False)) == []
+    problems = build.broken_links(_site(tmp_path / "bad", broken=True))
     assert problems == ["book/notebooks/02_dynamics.html: broken link missing.html"]
 
 
@@ -185,12 +186,12 @@ def test_check_html_in_headless_chromium(tmp_path):
         pytest.skip("Chromium is not installed (apt-get install -y chromium)")
     site = _site(tmp_path / "site", broken=False)
     shots = tmp_path / "shots"
-    assert book.check_html(site, shots) == []
+    assert build.check_html(site, shots) == []
     assert (shots / "index.png").stat().st_size > 1000
     assert (shots / "02_dynamics.png").stat().st_size > 1000
     # a chapter whose figure file is gone fails the check
     (site / "_static" / "fig.png").unlink()
-    problems = book.check_html(site, shots)
+    problems = build.check_html(site, shots)
     assert any("figure" in p and "missing" in p for p in problems)
 
 
@@ -251,7 +252,7 @@ def test_chapter_runs_under_papermill(chapter, tmp_path, tiny_cache, monkeypatch
         parameters["n_boot"] = 20
     papermill.execute_notebook(str(source), str(output), parameters=parameters,
                                kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
-    assert book.check_outputs([output]) == []
+    assert build.check_outputs([output]) == []
     text = output.read_text()
     assert "UNTRAINED" in text
     assert "image/png" in text  # at least one figure
@@ -263,8 +264,23 @@ def test_chapter_runs_under_papermill(chapter, tmp_path, tiny_cache, monkeypatch
                                    kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
 
 
-def test_book_command_line_reports_unknown_commands():
-    result = subprocess.run([sys.executable, "-m", "analysis_utils.book", "frobnicate"],
+def test_each_module_says_its_side_and_the_chapters_call_only_the_chapters_side():
+    """book is what the chapters call, build what make book calls: every ``book.<name>`` a
+    chapter uses exists in book, and none of the build's steps is left in book."""
+    import re
+
+    assert book.__doc__.startswith("What the chapters call")
+    assert build.__doc__.startswith("What the build calls")
+    for chapter in CHAPTERS:
+        used = set(re.findall(r"\bbook\.([A-Za-z_]\w*)", chapter.read_text()))
+        assert used and all(hasattr(book, name) for name in used), (chapter.name, used)
+        assert not re.search(r"\bbuild\.", chapter.read_text()), chapter.name
+    for name in ("preflight", "prefill", "prefill_jobs", "check_outputs", "check_html", "main"):
+        assert hasattr(build, name) and not hasattr(book, name), name
+
+
+def test_build_command_line_reports_unknown_commands():
+    result = subprocess.run([sys.executable, "-m", "analysis_utils.build", "frobnicate"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and "Unknown command" in result.stderr
 
@@ -281,20 +297,20 @@ def test_prefill_extracts_what_the_chapters_read_with_their_own_defaults(tmp_pat
     data = write_tiny_layout(tmp_path / "data", n_wnids=8, images_per_wnid=3)
     source = tmp_path / "03_orthogonality.ipynb"
     jupytext.write(jupytext.read(ROOT / "notebooks" / "03_orthogonality.py"), source)
-    defaults = book.chapter_parameters(source, [])
+    defaults = build.chapter_parameters(source, [])
     assert defaults["untrained_seeds"] == "0,1,2" and defaults["weights"] == "trained"
     cache = tmp_path / "cache"
     pairs = ["-p", "weights", "untrained", "-p", "models", "alexnet,b", "-p", "seed", "1",
              "-p", "data_dir", str(data), "-p", "cache_dir", str(cache),
              "-p", "images_per_category", "3", "-p", "reference_images_per_category", "2"]
-    values = book.chapter_parameters(source, pairs)
+    values = build.chapter_parameters(source, pairs)
     assert values["seed"] == 1 and values["reference_images_per_category"] == 2
     assert values["untrained_seeds"] == "0,1,2"  # the chapter's default, not overridden
 
-    jobs = book.prefill_jobs([source], pairs)
+    jobs = build.prefill_jobs([source], pairs)
     assert [job.label for job in jobs] == ["alexnet", "b", "alexnet seed 0", "b seed 0",
                                            "alexnet seed 2", "b seed 2"]
-    assert book.main(["prefill", "--workers", "2", str(source), *pairs]) == 0
+    assert build.main(["prefill", "--workers", "2", str(source), *pairs]) == 0
     first = capsys.readouterr().out
     assert "6 of 6 extractions to run on 2 worker(s)" in first
     assert "extracted alexnet" in first and "untrained reference (seeds 0, 2" in first
@@ -312,10 +328,10 @@ def test_prefill_extracts_what_the_chapters_read_with_their_own_defaults(tmp_pat
     # 2 readouts x (the chapter's seed 1 + reference seeds 0 and 2): seed 1 was not re-extracted
     assert len(list((cache / "alexnet").glob("*.json"))) == 6
 
-    assert book.main(["prefill", str(source), *pairs]) == 0  # default workers
+    assert build.main(["prefill", str(source), *pairs]) == 0  # default workers
     assert "0 of 6 extractions to run: all were in the cache" in capsys.readouterr().out
-    assert all(book.job_is_cached(job) for job in jobs)
-    assert book.main(["prefill", "--workers", "0", str(source), *pairs]) == 2
+    assert all(build.job_is_cached(job) for job in jobs)
+    assert build.main(["prefill", "--workers", "0", str(source), *pairs]) == 2
     assert "--workers needs a positive integer" in capsys.readouterr().err
-    assert book.main(["prefill", *pairs]) == 2
+    assert build.main(["prefill", *pairs]) == 2
     assert "needs the chapters' notebooks" in capsys.readouterr().err

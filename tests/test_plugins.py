@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis_utils import book, catalogue, plugins
+from analysis_utils import book, build, catalogue, plugins
 from analysis_utils.errors import AnalysisUtilsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,7 +205,7 @@ def test_the_plugins_parameter_reaches_check_parameters_and_prefill(registry):
     assert "examples.conv_gru" in book.rendered_with(params)
     with pytest.raises(AnalysisUtilsError, match="cannot be imported"):
         book.check_parameters(weights="untrained", plugins="examples.nope", models="bl")
-    assert book.preflight(["-p", "plugins", "examples.nope"]) == 2
+    assert build.preflight(["-p", "plugins", "examples.nope"]) == 2
 
 
 def test_prefill_extracts_a_plugin_in_spawned_workers(registry, tmp_path, capsys):
@@ -222,9 +222,9 @@ def test_prefill_extracts_a_plugin_in_spawned_workers(registry, tmp_path, capsys
     cache = tmp_path / "cache"
     pairs = ["-p", "weights", "untrained", "-p", "models", "conv_gru,b", "-p", "data_dir",
              str(data), "-p", "cache_dir", str(cache), "-p", "images_per_category", "3"]
-    jobs = book.prefill_jobs([source], pairs)  # the chapter's default plugins: the example
+    jobs = build.prefill_jobs([source], pairs)  # the chapter's default plugins: the example
     assert [(job.model, job.plugins) for job in jobs] == [("conv_gru", (EXAMPLE,)), ("b", ())]
-    assert book.main(["prefill", "--workers", "2", str(source), *pairs]) == 0
+    assert build.main(["prefill", "--workers", "2", str(source), *pairs]) == 0
     assert "2 of 2 extractions to run on 2 worker(s)" in capsys.readouterr().out
     probe = probes.load("tiny", data_dir=data, images_per_category=3)
     _, meta = extract.features("conv_gru", probe, weights="untrained", cache_dir=cache,
@@ -331,6 +331,6 @@ def test_a_chapter_runs_for_the_example_next_to_bl(tmp_path, real_tiny_dir, monk
                "-p", "cache_dir", str(tmp_path / "cache")]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert book.check_outputs([output]) == []
+    assert build.check_outputs([output]) == []
     text = output.read_text()
     assert "ConvGRU (example)" in text and "conv_gru" in text and "image/png" in text
