@@ -18,7 +18,15 @@ Figures (the study's numbering):
 - :func:`plot_ridge_over_steps` Fig. 2 followed over every step of one model.
 - :func:`plot_rsa_mds`          Fig. 3: RSA heatmaps + MDS.
 - :func:`plot_mds_trajectories` Fig. 3 over every step: paths in the MDS space.
+- :func:`plot_claim_test`       the claim test of chapter 4: mean between-model RSA over time.
 - :func:`plot_convrnn_supplement` Fig. 4: the four-panel image-off supplement.
+
+Readable on a laptop screen: a figure shows one concept, puts at most :data:`MAX_COLUMNS`
+panels side by side (more panels wrap into rows) and is at most :data:`PAGE_WIDTH` inches wide
+at 100 dpi, about the width of the book's text column, so its text is not shrunk to fit.
+seaborn sets the theme (:func:`apply_style`), draws the RSA heatmaps and the bands of the
+untrained seeds over steps; the ridge plots keep the hand-written binned KDE
+(:func:`kde_curve`), about 50x faster than a KDE per row.
 """
 
 from __future__ import annotations
@@ -27,7 +35,10 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 from matplotlib.colors import to_rgb
+
+from .errors import AnalysisUtilsError
 
 #: the study's neutral colours for the Fig. 1 panels
 GREY_FILL = "#cccccc"
@@ -36,18 +47,21 @@ BASELINE_PROTO = "#555555"
 AFTER_PROTO = "#E41A1C"
 LINK = "#bbbbbb"
 
+#: the most panels a figure puts side by side; more wrap into rows
+MAX_COLUMNS = 3
+#: the widest figure, in inches at 100 dpi: about the book's text column on a laptop screen
+PAGE_WIDTH = 10.0
+
 
 def apply_style() -> None:
-    """The book's matplotlib defaults (inline PNG at 100 dpi, tight boxes, TrueType in PDFs)."""
-    plt.rcParams.update({
+    """The book's theme: seaborn's "ticks" style at "notebook" font sizes, with inline PNGs at
+    100 dpi, tight boxes, TrueType fonts in PDFs and no top/right spines or legend frames."""
+    sns.set_theme(context="notebook", style="ticks", rc={
         "figure.dpi": 100,
         "savefig.dpi": 200,
         "savefig.bbox": "tight",
         "pdf.fonttype": 42,
         "ps.fonttype": 42,
-        "font.size": 10,
-        "axes.titlesize": 11,
-        "axes.labelsize": 10,
         "axes.spines.top": False,
         "axes.spines.right": False,
         "legend.frameon": False,
@@ -93,6 +107,51 @@ def normalised_time(step, n_steps: int):
     """tau = (t - 1) / (T - 1) in [0, 1]; 0 for a single-step model."""
     step = np.asarray(step, dtype=float)
     return np.zeros_like(step) if n_steps <= 1 else (step - 1) / (n_steps - 1)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def _columns(ncols, n_panels: int) -> int:
+    """``ncols`` checked (1 to :data:`MAX_COLUMNS`), and no more than the panels."""
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or not 1 <= ncols <= MAX_COLUMNS:
+        raise AnalysisUtilsError(
+            f"ncols must be an integer from 1 to {MAX_COLUMNS} (at most {MAX_COLUMNS} panels a "
+            f"row keep a figure readable on a laptop screen), got {ncols!r}."
+        )
+    return min(ncols, n_panels)
+
+
+def _panel_grid(n_panels: int, ncols: int = MAX_COLUMNS, height: float = 3.3,
+                max_width: float = 4.6):
+    """A figure of ``n_panels`` panels in rows of at most ``ncols``, each at most ``max_width``
+    inches wide and the figure at most :data:`PAGE_WIDTH`; returns (figure, the panels' axes)."""
+    if n_panels < 1:
+        raise AnalysisUtilsError("There is nothing to draw: the figure got no panels.")
+    ncols = _columns(ncols, n_panels)
+    nrows = int(np.ceil(n_panels / ncols))
+    width = min(PAGE_WIDTH, max_width * ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height * nrows), squeeze=False)
+    for ax in axes.flat[n_panels:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n_panels])
+
+
+def _legend_below(fig, ax, ncol: int = 4) -> None:
+    """The legend of ``ax``'s lines, centred under the figure (after its layout is done)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(len(labels), ncol), fontsize=10)
+
+
+def _check_columns(table, columns, what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise AnalysisUtilsError(
+            f"{what} lacks the column(s) {', '.join(map(repr, missing))}; its columns are: "
+            f"{', '.join(map(str, table.columns))}."
+        )
 
 
 #: bins per bandwidth of the binned KDE, and the kernel's cut-off in bandwidths
@@ -147,7 +206,8 @@ def plot_unrolling(name: str, first_step: Mapping[str, int | None], n_steps: int
     areas = list(first_step)
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * n_steps + 1.8), 0.45 * len(areas) + 1.4))
+        fig, ax = plt.subplots(figsize=(min(PAGE_WIDTH, max(3.5, 0.5 * n_steps + 2.0)),
+                                        0.5 * len(areas) + 1.6))
     else:
         fig = ax.figure
     color = model_color(name, "after")
@@ -163,7 +223,7 @@ def plot_unrolling(name: str, first_step: Mapping[str, int | None], n_steps: int
             ax.text(start, row, "•", ha="center", va="center", color="white", fontsize=12)
     for step in range(1, n_steps + 1):
         ax.text(step, -0.85, "img" if step in shown else "blank", ha="center", va="center",
-                fontsize=6, color="black" if step in shown else GREY_LINE)
+                fontsize=8, color="black" if step in shown else GREY_LINE)
     ax.set_xlim(0.4, n_steps + 0.6)
     ax.set_ylim(len(areas) - 0.4, -1.2)
     ax.set_yticks(range(len(areas)), areas)
@@ -175,7 +235,7 @@ def plot_unrolling(name: str, first_step: Mapping[str, int | None], n_steps: int
     title = f"{card.display_name}: {card.recurrence}, {card.mechanism}"
     if feedback:
         title += f"\n{feedback}"
-    ax.set_title(titled(title, note), fontsize=9, loc="left")
+    ax.set_title(titled(title, note), fontsize=10, loc="left")
     return fig
 
 
@@ -185,10 +245,10 @@ def plot_accuracy_over_steps(table, note: str = ""):
     ``table`` columns: ``model`` (catalogue name), ``step``, ``n_steps``, ``measure``
     ("logits top-1", "NC penult top-1"), ``value`` (percent), optional ``lo``/``hi``.
     """
+    _check_columns(table, ["model", "step", "n_steps", "measure", "value"], "table")
     measures = list(dict.fromkeys(table["measure"]))
-    fig, axes = plt.subplots(1, len(measures), figsize=(5.2 * len(measures), 3.8), sharey=False,
-                             squeeze=False)
-    for ax, measure in zip(axes[0], measures):
+    fig, axes = _panel_grid(len(measures), height=3.8)
+    for ax, measure in zip(axes, measures):
         part = table[table["measure"] == measure]
         for name, rows in part.groupby("model", sort=False):
             rows = rows.sort_values("step")
@@ -200,9 +260,9 @@ def plot_accuracy_over_steps(table, note: str = ""):
         ax.set_title(measure)
         ax.set_xlabel("normalised time (t - 1) / (T - 1)")
         ax.set_ylabel("accuracy (%)")
-    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.suptitle(titled("Accuracy at every step", note), fontsize=11)
+    fig.suptitle(titled("Accuracy at every step", note))
     fig.tight_layout()
+    _legend_below(fig, axes[0])
     return fig
 
 
@@ -212,19 +272,17 @@ def plot_learning_curves(curves, note: str = ""):
     ``curves`` columns: ``model``, ``epoch``, ``loss``, ``val top-1 (%)`` (as
     :func:`analysis_utils.train.learning_curves` gives them).
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
-    for name, rows in curves.groupby("model", sort=False):
-        rows = rows.sort_values("epoch")
-        color = model_color(name)
-        axes[0].plot(rows["epoch"], rows["val top-1 (%)"], marker="o", ms=3, color=color,
-                     label=label(name))
-        axes[1].plot(rows["epoch"], rows["loss"], marker="o", ms=3, color=color)
-    axes[0].set_ylabel("validation top-1 (%), final step")
-    axes[1].set_ylabel("training loss (label-smoothed cross-entropy)")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(titled("Learning curves of the mini zoo", note), fontsize=11)
+    _check_columns(curves, ["model", "epoch", "loss", "val top-1 (%)"], "curves")
+    named = curves.assign(model=[label(name) for name in curves["model"]])
+    palette = {label(name): model_color(name) for name in dict.fromkeys(curves["model"])}
+    fig, axes = _panel_grid(2, height=4.0)
+    for ax, column, ylabel in ((axes[0], "val top-1 (%)", "validation top-1 (%), final step"),
+                               (axes[1], "loss", "training loss (label-smoothed CE)")):
+        sns.lineplot(named, x="epoch", y=column, hue="model", palette=palette, marker="o",
+                     ms=4, ax=ax, legend=ax is axes[0])
+        ax.set_ylabel(ylabel)
+    axes[0].legend(title=None, fontsize=9)
+    fig.suptitle(titled("Learning curves of the mini zoo", note))
     fig.tight_layout()
     return fig
 
@@ -258,11 +316,15 @@ def plot_trajectories(table, measures: Sequence[str], time: str = "normalised", 
     of the same shape (untrained seeds) drawn as a grey band of min..max per (model, step).
     """
     if time not in ("normalised", "steps"):
-        raise ValueError(f"time must be 'normalised' or 'steps', got {time!r}")
-    ncols = min(ncols, len(measures))
-    nrows = int(np.ceil(len(measures) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.2 * nrows), squeeze=False)
-    for ax, measure in zip(axes.flat, measures):
+        raise AnalysisUtilsError(f"time must be 'normalised' or 'steps', got {time!r}.")
+    measures = list(measures)
+    if not measures:
+        raise AnalysisUtilsError("measures is empty; name at least one column of table to draw.")
+    _check_columns(table, ["model", "step", "n_steps", *measures], "table")
+    if reference is not None:
+        _check_columns(reference, ["model", "step", "n_steps", *measures], "reference")
+    fig, axes = _panel_grid(len(measures), ncols)
+    for ax, measure in zip(axes, measures):
         for name, rows in table.groupby("model", sort=False):
             rows = rows.sort_values("step")
             n_steps = int(rows["n_steps"].iloc[0])
@@ -272,50 +334,62 @@ def plot_trajectories(table, measures: Sequence[str], time: str = "normalised", 
                               n_steps, time, None if lo is None else lo.to_numpy(),
                               None if hi is None else hi.to_numpy())
         if reference is not None:
-            for name, rows in reference.groupby("model", sort=False):
-                span = rows.groupby("step")[measure].agg(["min", "max"]).sort_index()
-                n_steps = int(rows["n_steps"].iloc[0])
-                steps = span.index.to_numpy()
-                x = normalised_time(steps, n_steps) if time == "normalised" else steps
-                if n_steps <= 1:
-                    ax.axhspan(span["min"].iloc[0], span["max"].iloc[0], color="#999999",
-                               alpha=0.12, lw=0)
-                else:
-                    ax.fill_between(x, span["min"], span["max"], color=model_color(name),
-                                    alpha=0.12, lw=0, hatch="//")
+            _draw_reference_band(ax, reference, measure, time)
         ax.set_title(measure)
         ax.set_xlabel("normalised time (t - 1) / (T - 1)" if time == "normalised" else "step")
-    for ax in list(axes.flat)[len(measures):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8,
-               bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(titled(title, note), fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+        ax.set_ylabel("")
+    fig.suptitle(titled(title, note))
+    fig.tight_layout()
+    _legend_below(fig, axes[0])
     return fig
+
+
+def _draw_reference_band(ax, reference, measure: str, time: str) -> None:
+    """The range (min..max) of ``measure`` over the untrained seeds at each step of each model:
+    a hatched band in the model's colour (seaborn's 100 % percentile interval, with no line),
+    a grey span for a one-step model."""
+    one_step = reference["n_steps"] <= 1
+    for _, rows in reference[one_step].groupby("model", sort=False):
+        ax.axhspan(rows[measure].min(), rows[measure].max(), color="#999999", alpha=0.12, lw=0)
+    steps = reference[~one_step]
+    if steps.empty:
+        return
+    x = ((steps["step"] - 1) / (steps["n_steps"] - 1) if time == "normalised"
+         else steps["step"])
+    palette = {name: model_color(name) for name in dict.fromkeys(steps["model"])}
+    sns.lineplot(steps.assign(x=x.astype(float)), x="x", y=measure, hue="model",
+                 palette=palette, errorbar=("pi", 100), lw=0, legend=False, ax=ax,
+                 err_kws={"alpha": 0.12, "hatch": "//", "lw": 0})
 
 
 # --------------------------------------------------------------------------- Fig. 1
 
 
 def plot_local_global_composite(panels: Sequence[Mapping], note: str = ""):
-    """The study's Fig. 1: one column per model; density of per-exemplar change in cluster size
-    (top) and baseline/after prototypes in a shared PCA (bottom).
+    """The study's Fig. 1: one column per model (rows of at most :data:`MAX_COLUMNS` models);
+    density of per-exemplar change in cluster size (top) and baseline/after prototypes in a
+    shared PCA (bottom). Every density shares one x range.
 
     Each panel: ``model``, ``readout``, ``baseline_step``, ``after_step``, ``delta`` (per
     exemplar d_after - d_before), ``pca_baseline`` and ``pca_after`` ([C, 2] prototype
     coordinates), optional ``annotation``.
     """
-    n = len(panels)
-    fig = plt.figure(figsize=(3.4 * n, 7.2))
-    grid = fig.add_gridspec(3, n, height_ratios=[0.55, 2, 4], hspace=0.25, wspace=0.15)
+    if not panels:
+        raise AnalysisUtilsError("panels is empty; give at least one model's panel.")
+    ncols = min(len(panels), MAX_COLUMNS)
+    nrows = int(np.ceil(len(panels) / ncols))
+    height = 6.8 * nrows + 1.2
+    fig = plt.figure(figsize=(PAGE_WIDTH / MAX_COLUMNS * ncols, height))
+    grid = fig.add_gridspec(3 * nrows, ncols, height_ratios=[0.55, 2, 4] * nrows, hspace=0.45,
+                            wspace=0.15, top=1 - 0.8 / height, bottom=0.6 / height)
     every = np.concatenate([np.asarray(p["delta"], float) for p in panels])
     lo, hi = np.nanmin(every), np.nanmax(every)
     pad = 0.08 * (hi - lo if hi > lo else 1.0)
     xs = np.linspace(lo - pad, hi + pad, 400)
-    for column, panel in enumerate(panels):
+    for index, panel in enumerate(panels):
+        row, column = divmod(index, ncols)
         name = panel["model"]
-        head = fig.add_subplot(grid[0, column])
+        head = fig.add_subplot(grid[3 * row, column])
         head.axis("off")
         head.text(0.5, 0.75, label(name), ha="center", va="center", fontsize=14,
                   fontweight="bold")
@@ -323,9 +397,9 @@ def plot_local_global_composite(panels: Sequence[Mapping], note: str = ""):
         head.text(0.5, 0.1, f"{sub}\n{panel['readout']} · "
                   f"{_card(name).step_label(panel['baseline_step'])} → "
                   f"{_card(name).step_label(panel['after_step'])}",
-                  ha="center", va="center", fontsize=8, style="italic", color="#666666")
+                  ha="center", va="center", fontsize=9, style="italic", color="#666666")
 
-        density = fig.add_subplot(grid[1, column])
+        density = fig.add_subplot(grid[3 * row + 1, column])
         delta = np.asarray(panel["delta"], float)
         ys = kde_curve(delta, xs)
         density.fill_between(xs, ys, color=GREY_FILL, alpha=0.6)
@@ -335,13 +409,13 @@ def plot_local_global_composite(panels: Sequence[Mapping], note: str = ""):
         density.axvline(mean, color="red", ls="--", lw=1.3)
         density.text(mean, ys.max() * 1.02 if ys.max() > 0 else 1, "Compact" if mean < 0
                      else "Expand", ha="right" if mean < 0 else "left", style="italic",
-                     fontsize=8)
+                     fontsize=9)
         density.set_yticks([])
         density.set_xlim(xs[0], xs[-1])
-        density.set_xlabel("Δ cluster size (cosine)", fontsize=8)
+        density.set_xlabel("Δ cluster size (cosine)", fontsize=10)
         density.spines["left"].set_visible(False)
 
-        scatter = fig.add_subplot(grid[2, column])
+        scatter = fig.add_subplot(grid[3 * row + 2, column])
         base = np.asarray(panel["pca_baseline"], float)
         after = np.asarray(panel["pca_after"], float)
         for b, a in zip(base, after):
@@ -355,8 +429,8 @@ def plot_local_global_composite(panels: Sequence[Mapping], note: str = ""):
         scatter.set_yticks([])
         for spine in scatter.spines.values():
             spine.set_visible(False)
-        scatter.set_xlabel("PC1 →", fontsize=8)
-        scatter.set_ylabel("PC2 →", fontsize=8)
+        scatter.set_xlabel("PC1 →", fontsize=10)
+        scatter.set_ylabel("PC2 →", fontsize=10)
         if column == 0:
             density.set_ylabel("Local", fontsize=12, fontweight="bold")
             scatter.set_ylabel("Global\nPC2 →", fontsize=12, fontweight="bold")
@@ -382,7 +456,7 @@ def plot_separation_ridge(rows: Sequence[Mapping], note: str = "", title: str = 
     """
     n = len(rows)
     xs = np.linspace(0, x_max, 500)
-    fig, axes = plt.subplots(n, 1, figsize=(7.5, 1.1 * n + 1), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(n, 1, figsize=(8.0, 1.2 * n + 1.2), sharex=True, squeeze=False)
     for ax, row in zip(axes[:, 0], rows):
         name = row["model"]
         texts = []
@@ -398,21 +472,21 @@ def plot_separation_ridge(rows: Sequence[Mapping], note: str = "", title: str = 
             step = row.get(f"{state}_step")
             tag = state if step is None else _card(name).step_label(step)
             texts.append(f"{tag:>8}: μ={values.mean():.3f}, σ={values.std():.3f}")
-        ax.text(0.01, 0.85, label(name), transform=ax.transAxes, fontsize=10, style="italic",
+        ax.text(0.01, 0.85, label(name), transform=ax.transAxes, fontsize=11, style="italic",
                 fontweight="bold", va="top")
-        ax.text(0.99, 0.85, "\n".join(texts), transform=ax.transAxes, fontsize=7.5,
+        ax.text(0.99, 0.85, "\n".join(texts), transform=ax.transAxes, fontsize=9,
                 family="monospace", ha="right", va="top")
         ax.set_yticks([])
         ax.spines["left"].set_visible(False)
         for x in (0.0, 1.0):
             ax.axvline(x, color="#999999", lw=0.8, ls=":")
     axes[0, 0].text(0.0, 1.05, "Same", transform=axes[0, 0].get_xaxis_transform(),
-                    ha="center", fontsize=8)
+                    ha="center", fontsize=9)
     axes[0, 0].text(1.0, 1.05, "Orthogonal", transform=axes[0, 0].get_xaxis_transform(),
-                    ha="center", fontsize=8)
+                    ha="center", fontsize=9)
     axes[-1, 0].set_xlabel("between-prototype cosine distance")
     axes[-1, 0].set_xlim(0, x_max)
-    fig.suptitle(titled(title or "Between-prototype distances", note), fontsize=11)
+    fig.suptitle(titled(title or "Between-prototype distances", note))
     fig.tight_layout()
     return fig
 
@@ -427,7 +501,7 @@ def plot_ridge_over_steps(name: str, distances, note: str = "", readout: str = "
     distances = np.asarray(distances, float)
     n_steps = distances.shape[0]
     xs = np.linspace(0, x_max, 400)
-    fig, axes = plt.subplots(n_steps, 1, figsize=(5.5, 0.55 * n_steps + 1.3), sharex=True,
+    fig, axes = plt.subplots(n_steps, 1, figsize=(7.0, 0.6 * n_steps + 1.5), sharex=True,
                              squeeze=False)
     card = _card(name)
     for index, ax in enumerate(axes[:, 0]):
@@ -440,9 +514,9 @@ def plot_ridge_over_steps(name: str, distances, note: str = "", readout: str = "
         ax.fill_between(xs, ys, color=color, alpha=0.4, lw=0)
         ax.plot(xs, ys, color=color, lw=1.4)
         ax.text(-0.01, 0.3, card.step_label(step), transform=ax.transAxes, ha="right",
-                fontsize=8)
+                fontsize=10)
         ax.text(0.99, 0.5, f"μ={distances[index].mean():.3f} σ={distances[index].std():.3f}",
-                transform=ax.transAxes, ha="right", fontsize=7, family="monospace")
+                transform=ax.transAxes, ha="right", fontsize=9, family="monospace")
         ax.set_yticks([])
         ax.spines["left"].set_visible(False)
         ax.axvline(1.0, color="#999999", lw=0.8, ls=":")
@@ -450,7 +524,7 @@ def plot_ridge_over_steps(name: str, distances, note: str = "", readout: str = "
     title = f"{card.display_name}: {readout} over every step"
     if reference is not None:
         title += " (grey: untrained seeds)"
-    fig.suptitle(titled(title, note), fontsize=10)
+    fig.suptitle(titled(title, note), fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -470,35 +544,31 @@ def _tag_color(tag) -> str:
 
 
 def plot_rsa_mds(panels: Sequence[Mapping], note: str = ""):
-    """The study's Fig. 3: cross-model RSA heatmaps (top) and MDS of the models (bottom).
+    """The study's Fig. 3, one row per panel (readout): the cross-model RSA heatmap (left,
+    seaborn) and the MDS of the model states (right).
 
     Each panel: ``title`` (e.g. "Penultimate"), ``tags`` (list of (model, step) pairs),
     ``rho`` ([K, K] Spearman matrix), ``coords`` ([K, 2] MDS), ``stress``.
     """
-    n = len(panels)
+    if not panels:
+        raise AnalysisUtilsError("panels is empty; give one panel per readout.")
     size = max(len(p["tags"]) for p in panels)
-    cell = 0.42 if size > 8 else 0.6
-    fig, axes = plt.subplots(2, n, figsize=(max(6.5, cell * size + 3) * n,
-                                            cell * size + 2.5 + 5.5),
-                             gridspec_kw={"height_ratios": [cell * size + 2, 5.5]},
-                             squeeze=False)
-    for column, panel in enumerate(panels):
+    fig, axes = plt.subplots(len(panels), 2, figsize=(PAGE_WIDTH, 5.2 * len(panels)),
+                             squeeze=False, gridspec_kw={"width_ratios": [1.3, 1]})
+    for row, panel in enumerate(panels):
         tags = list(panel["tags"])
-        rho = np.asarray(panel["rho"], float)
         names = [_tag_label(t) for t in tags]
-        ax = axes[0, column]
-        image = ax.imshow(rho, cmap="viridis_r", vmin=0, vmax=1)
-        if len(tags) <= 20:
-            for i in range(len(tags)):
-                for j in range(len(tags)):
-                    ax.text(j, i, f"{rho[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                            color="white" if rho[i, j] >= 0.6 else "black")
-        ax.set_xticks(range(len(tags)), names, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(tags)), names, fontsize=7)
+        ax = axes[row, 0]
+        sns.heatmap(np.asarray(panel["rho"], float), ax=ax, cmap="viridis_r", vmin=0, vmax=1,
+                    square=True, annot=len(tags) <= 20, fmt=".2f",
+                    annot_kws={"fontsize": 7 if size > 10 else 9},
+                    xticklabels=names, yticklabels=names,
+                    cbar_kws={"label": "Spearman ρ", "shrink": 0.8})
+        ax.tick_params(labelsize=9, length=0)
+        plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
         ax.set_title(f"Cross-model RSA — {panel['title']}")
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="Spearman ρ")
 
-        ax = axes[1, column]
+        ax = axes[row, 1]
         coords = np.asarray(panel["coords"], float)
         for index, tag in enumerate(tags):
             name = tag[0]
@@ -507,7 +577,7 @@ def plot_rsa_mds(panels: Sequence[Mapping], note: str = ""):
             color = _tag_color(tag)
             ax.scatter(coords[index, 0], coords[index, 1], s=220,
                        facecolors="none" if hollow else color, edgecolors=color, lw=2, zorder=3)
-            ax.annotate(names[index], coords[index], fontsize=7, xytext=(6, 6),
+            ax.annotate(names[index], coords[index], fontsize=9, xytext=(6, 6),
                         textcoords="offset points")
         for index, tag in enumerate(tags):
             card = _card(tag[0])
@@ -520,8 +590,10 @@ def plot_rsa_mds(panels: Sequence[Mapping], note: str = ""):
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"Model MDS — {panel['title']} (stress = {panel['stress']:.3f})")
-    fig.suptitle(note, fontsize=11) if note else None
+        sns.despine(ax=ax, left=True, bottom=True)
+        ax.set_title(f"Model MDS — {panel['title']}\n(stress = {panel['stress']:.3f})")
+    if note:
+        fig.suptitle(note)
     fig.tight_layout()
     return fig
 
@@ -532,9 +604,8 @@ def plot_mds_trajectories(panels: Sequence[Mapping], note: str = ""):
 
     Each panel: ``title``, ``tags`` ((model, step) pairs), ``coords`` [K, 2], ``stress``.
     """
-    n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(6.2 * n, 5.6), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    fig, axes = _panel_grid(len(panels), height=5.2, max_width=5.0)
+    for ax, panel in zip(axes, panels):
         tags = list(panel["tags"])
         coords = np.asarray(panel["coords"], float)
         by_model: dict[str, list[tuple[int, int]]] = {}
@@ -557,10 +628,11 @@ def plot_mds_trajectories(panels: Sequence[Mapping], note: str = ""):
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{panel['title']}: every step (stress = {panel['stress']:.3f})")
-    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.suptitle(titled("Trajectories in the cross-model MDS space", note), fontsize=11)
+        sns.despine(ax=ax, left=True, bottom=True)
+        ax.set_title(f"{panel['title']}: every step\n(stress = {panel['stress']:.3f})")
+    fig.suptitle(titled("Trajectories in the cross-model MDS space", note))
     fig.tight_layout()
+    _legend_below(fig, axes[0])
     return fig
 
 
@@ -570,7 +642,7 @@ def plot_claim_test(table, note: str = ""):
 
     ``table``: rows with ``readout``, ``tau`` (normalised time), ``mean``, ``lo``, ``hi``.
     """
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     colors = {"penult": "#1f77b4", "logits": "#d62728"}
     for readout, rows in table.groupby("readout", sort=False):
         rows = rows.sort_values("tau")
@@ -580,7 +652,7 @@ def plot_claim_test(table, note: str = ""):
     ax.set_xlabel("normalised time (t - 1) / (T - 1)")
     ax.set_ylabel("mean between-model Spearman ρ")
     ax.legend()
-    ax.set_title(titled("Do models converge at the feature stage?", note), fontsize=10)
+    ax.set_title(titled("Do models converge at the feature stage?", note), fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -594,7 +666,8 @@ def plot_convrnn_supplement(delta, ks, pct_before, pct_after, pca_baseline, pca_
     """The study's Fig. 4: (a) density of the per-exemplar change, (b) k-NN category
     preservation before/after, (c) prototype shifts in PCA, (d) histogram of per-category shift.
     """
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    fig, axes = plt.subplots(2, 2, figsize=(9.5, 8.4))
+    axes = axes.flat
     delta = np.asarray(delta, float)
     lo, hi = delta.min(), delta.max()
     pad = 0.08 * (hi - lo if hi > lo else 1.0)
@@ -607,7 +680,7 @@ def plot_convrnn_supplement(delta, ks, pct_before, pct_after, pca_baseline, pca_
     ax.axvline(delta.mean(), color="red", ls="--", label=f"Mean = {delta.mean():+.3f}")
     ax.set_xlabel("Δ exemplar–prototype distance")
     ax.set_yticks([])
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     ax.set_title("(a) local change")
 
     ax = axes[1]
@@ -615,7 +688,7 @@ def plot_convrnn_supplement(delta, ks, pct_before, pct_after, pca_baseline, pca_
     ax.plot(ks, pct_before, color="#888888", ls="--", lw=2, label=before_label)
     ax.set_xlabel("k")
     ax.set_ylabel("% Same-Category Neighbors")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     ax.set_title("(b) k-NN category preservation")
 
     ax = axes[2]
@@ -631,7 +704,7 @@ def plot_convrnn_supplement(delta, ks, pct_before, pct_after, pca_baseline, pca_
     ax.set_yticks([])
     ax.set_xlabel("PC1 →")
     ax.set_ylabel("PC2 →")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     ax.set_title("(c) prototype shifts")
 
     ax = axes[3]
@@ -640,9 +713,9 @@ def plot_convrnn_supplement(delta, ks, pct_before, pct_after, pca_baseline, pca_
     ax.axvline(shifts.mean(), color="black", ls="--", label=f"mean = {shifts.mean():.3f}")
     ax.set_xlabel("per-category shift (1 − cos)")
     ax.set_ylabel("categories")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     ax.set_title("(d) prototype shift per category")
-    fig.suptitle(titled(f"{label(name)}: {before_label} → {after_label}", note), fontsize=11)
+    fig.suptitle(titled(f"{label(name)}: {before_label} → {after_label}", note))
     fig.tight_layout()
     return fig
 

@@ -1,10 +1,14 @@
-"""The binned KDE of the ridge plots draws scipy's Gaussian KDE."""
+"""The binned KDE of the ridge plots draws scipy's Gaussian KDE; every figure fits a laptop
+screen (at most three panels a row, at most PAGE_WIDTH inches wide); the seaborn parts draw
+the chapters' numbers (learning curves, the untrained seeds' band, the RSA heatmap)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import gaussian_kde
 
-from analysis_utils import plotting
+from analysis_utils import catalogue, plotting
+from analysis_utils.errors import AnalysisUtilsError
 
 GRID = np.linspace(-0.5, 2.0, 500)
 
@@ -41,14 +45,131 @@ def test_kde_curve_of_constant_or_empty_data_is_zero():
 
 
 def test_learning_curves_draw_one_line_per_model_in_each_panel():
-    import pandas as pd
-
     curves = pd.DataFrame([{"model": m, "epoch": e, "loss": 4.0 - e / 10 - i,
                             "val top-1 (%)": 10.0 * e + i}
                            for i, m in enumerate(["b", "bl"]) for e in (1, 2, 3)])
     fig = plotting.plot_learning_curves(curves, note="test")
     left, right = fig.axes
-    assert [line.get_label() for line in left.lines] == ["B", "BL"]
-    assert list(left.lines[1].get_ydata()) == [11.0, 21.0, 31.0]
-    assert list(right.lines[0].get_ydata()) == pytest.approx([3.9, 3.8, 3.7])
+    assert [text.get_text() for text in left.get_legend().get_texts()] == ["B", "BL"]
+    drawn = [list(line.get_ydata()) for line in left.lines if len(line.get_ydata())]
+    assert drawn == [[10.0, 20.0, 30.0], [11.0, 21.0, 31.0]]
+    loss = [list(line.get_ydata()) for line in right.lines if len(line.get_ydata())]
+    assert loss[0] == pytest.approx([3.9, 3.8, 3.7])
+    assert left.lines[1].get_color() == plotting.model_color("bl")
+    plotting.plt.close(fig)
+
+
+# ------------------------------------------------------------------ readable on a laptop
+
+
+MODELS = ["lrm3", "bl", "convrnn", "alexnet"]
+RNG = np.random.default_rng(0)
+
+
+def _steps_table(columns):
+    rows = []
+    for name in MODELS:
+        steps = catalogue.card(name).default_steps
+        for step in range(1, steps + 1):
+            rows.append({"model": name, "step": step, "n_steps": steps,
+                         **{c: float(RNG.random()) for c in columns}})
+    return pd.DataFrame(rows)
+
+
+SIX = ["a", "b", "c", "d", "e", "f"]
+
+
+def _tags():
+    return [(m, s) for m in MODELS for s in ((1, catalogue.card(m).default_steps)
+                                             if catalogue.card(m).recurrent else (1,))]
+
+
+def _rsa_panels():
+    k = len(_tags())
+    rho = RNG.random((k, k))
+    return [{"title": title, "tags": _tags(), "rho": (rho + rho.T) / 2,
+             "coords": RNG.normal(size=(k, 2)), "stress": 0.1} for title in ("P", "L")]
+
+
+FIGURES = {
+    "trajectories, six measures": lambda: plotting.plot_trajectories(
+        _steps_table(SIX), SIX, reference=_steps_table(SIX)),
+    "accuracy": lambda: plotting.plot_accuracy_over_steps(
+        _steps_table(["value"]).assign(measure="logits top-1")),
+    "learning curves": lambda: plotting.plot_learning_curves(pd.DataFrame(
+        [{"model": m, "epoch": e, "loss": 1.0, "val top-1 (%)": 1.0} for m in MODELS
+         for e in (1, 2)])),
+    "Fig. 1, five models": lambda: plotting.plot_local_global_composite([
+        {"model": m, "readout": "logits", "baseline_step": 1, "after_step": 2,
+         "delta": RNG.normal(size=200), "pca_baseline": RNG.normal(size=(10, 2)),
+         "pca_after": RNG.normal(size=(10, 2))}
+        for m in ("lrm3", "lra3", "bl", "cornet_rt", "convrnn")]),
+    "Fig. 2": lambda: plotting.plot_separation_ridge(
+        [{"model": m, "baseline": RNG.random(300)} for m in MODELS]),
+    "Fig. 2 over steps": lambda: plotting.plot_ridge_over_steps(
+        "convrnn", RNG.random((17, 300)), reference=RNG.random((2, 17, 300))),
+    "Fig. 3": lambda: plotting.plot_rsa_mds(_rsa_panels()),
+    "MDS over steps": lambda: plotting.plot_mds_trajectories(_rsa_panels()),
+    "claim test": lambda: plotting.plot_claim_test(pd.DataFrame(
+        [{"readout": r, "tau": tau, "mean": 0.5, "lo": 0.4, "hi": 0.6}
+         for r in ("penult", "logits") for tau in (0.0, 1.0)])),
+    "Fig. 4": lambda: plotting.plot_convrnn_supplement(
+        RNG.normal(size=200), np.arange(1, 6), np.ones(5), np.ones(5), RNG.normal(size=(10, 2)),
+        RNG.normal(size=(10, 2)), RNG.random(10), "t=16", "t=17"),
+    "unrolling of ConvRNN": lambda: plotting.plot_unrolling(
+        "convrnn", {"conv1": 1, "penult": 5, "logits": 6}, 17),
+}
+
+
+@pytest.mark.parametrize("figure", list(FIGURES))
+def test_every_figure_fits_a_laptop_screen(figure):
+    plotting.apply_style()
+    fig = FIGURES[figure]()
+    assert fig.get_size_inches()[0] <= plotting.PAGE_WIDTH + 1e-9
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.axison
+              and ax.get_label() != "<colorbar>"]
+    rows: dict[float, int] = {}
+    for ax in panels:
+        box = ax.get_position()
+        middle = round((box.y0 + box.y1) / 2, 2)
+        rows[middle] = rows.get(middle, 0) + 1
+    assert max(rows.values()) <= plotting.MAX_COLUMNS, rows
+    plotting.plt.close(fig)
+
+
+def test_six_measures_wrap_into_two_rows_and_four_columns_are_refused():
+    fig = plotting.plot_trajectories(_steps_table(SIX), SIX)
+    titles = [ax.get_title() for ax in fig.axes if ax.axison]
+    assert titles == SIX and len({round(ax.get_position().y0, 2) for ax in fig.axes}) == 2
+    plotting.plt.close(fig)
+    with pytest.raises(AnalysisUtilsError, match="ncols must be an integer from 1 to 3"):
+        plotting.plot_trajectories(_steps_table(SIX), SIX, ncols=4)
+    with pytest.raises(AnalysisUtilsError, match="lacks the column"):
+        plotting.plot_trajectories(_steps_table(["a"]), ["a", "missing"])
+    with pytest.raises(AnalysisUtilsError, match="time must be"):
+        plotting.plot_trajectories(_steps_table(["a"]), ["a"], time="seconds")
+
+
+def test_the_untrained_band_spans_min_to_max_over_seeds_at_each_step():
+    table = pd.DataFrame({"model": "bl", "step": [1, 2, 3], "n_steps": 3, "m": [0.5] * 3})
+    seeds = pd.concat([table.assign(m=[0.1, 0.2, 0.3]), table.assign(m=[0.4, 0.0, 0.9]),
+                       table.assign(m=[0.2, 0.1, 0.5])])
+    fig = plotting.plot_trajectories(table, ["m"], reference=seeds, time="steps")
+    (band,) = [c for c in fig.axes[0].collections if len(c.get_paths()[0].vertices) > 4]
+    vertices = band.get_paths()[0].vertices
+    for step, low, high in ((1, 0.1, 0.4), (2, 0.0, 0.2), (3, 0.3, 0.9)):
+        at = vertices[np.isclose(vertices[:, 0], step), 1]
+        assert at.min() == pytest.approx(low) and at.max() == pytest.approx(high)
+    plotting.plt.close(fig)
+
+
+def test_the_rsa_heatmap_shows_each_rho_and_each_states_label():
+    panels = _rsa_panels()
+    fig = plotting.plot_rsa_mds(panels)
+    heatmap = fig.axes[0]
+    shown = [text.get_text() for text in heatmap.texts]
+    rho = panels[0]["rho"]
+    assert shown == [f"{value:.2f}" for value in rho.ravel()]
+    labels = [text.get_text() for text in heatmap.get_yticklabels()]
+    assert labels[:2] == ["LRM3 (pass 1)", "LRM3 (pass 3)"] and labels[-1] == "AlexNet"
     plotting.plt.close(fig)
