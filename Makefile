@@ -27,8 +27,10 @@ test: $(STAMP) lint
 # notebook (jupytext, only when the .py changed), the features of every model are extracted once
 # into the feature cache (prefill), then papermill executes the chapters side by side
 # (BOOK_JOBS at a time, each with CHAPTER_THREADS torch threads) into book/notebooks/ with
-# PARAMS; a check fails on any executed notebook without outputs, then Jupyter Book builds the
-# HTML (-W -n: warnings fail).
+# PARAMS; papermill's injected parameters cell is folded like every code cell (hide-input), a
+# check fails on any executed notebook without outputs or with an unfolded code cell, then
+# Jupyter Book builds the HTML (-W -n: warnings fail). Each chapter writes its result tables
+# (CSV) to book/_build/html/results/.
 CHAPTER_SOURCES := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 CHAPTERS := $(patsubst notebooks/%.py,book/notebooks/%.ipynb,$(CHAPTER_SOURCES))
 CHAPTER_NAMES := $(patsubst notebooks/%.py,%,$(CHAPTER_SOURCES))
@@ -49,6 +51,7 @@ notebooks: $(STAMP) $(SOURCE_NOTEBOOKS)
 	PYTHONPATH="$(BOOK_PYTHONPATH)" $(PY) -m analysis_utils.build prefill $(SOURCE_NOTEBOOKS) $(PARAMS)
 	printf '%s\n' $(CHAPTER_NAMES) | xargs -P $(BOOK_JOBS) -I NAME \
 	  $(MAKE) --no-print-directory execute-one CHAPTER=NAME PARAMS='$(PARAMS)'
+	$(PY) -m analysis_utils.build fold-injected $(CHAPTERS)
 	$(PY) -m analysis_utils.build check-outputs $(CHAPTERS)
 
 # Execute one chapter (used by `notebooks`): make execute-one CHAPTER=02_dynamics

@@ -10,14 +10,19 @@ the chapters themselves call (parameters, the header, opening a chapter) is
   overridden by the ``-p`` pairs) into the feature cache, once, so the chapters can then run
   side by side and all read the cache (:func:`prefill_jobs` lists those extractions, chapter
   3's untrained reference of :func:`analysis_utils.book.untrained_reference` included).
-- :func:`check_outputs` fails when an executed notebook lacks outputs; :func:`check_html` opens
-  the built pages in headless Chromium, saves screenshots, and fails on missing figures or
-  broken links.
+- :func:`fold_injected_parameters` folds papermill's injected parameters cell like every
+  other code cell (it adds the ``hide-input`` tag that papermill does not copy).
+- :func:`check_outputs` fails when an executed notebook lacks outputs or has a code cell that
+  is not folded; :func:`check_html` opens the built pages in headless Chromium, saves
+  screenshots, and fails on missing figures, broken links, a chapter whose code inputs are
+  not folded (:func:`unfolded_inputs`) or that lacks its rerun command
+  (:func:`rerun_problems`).
 
 Command line (used by the Makefile)::
 
     python -m analysis_utils.build preflight -p weights untrained ...
     python -m analysis_utils.build prefill book/notebooks/_sources/*.ipynb -p weights untrained
+    python -m analysis_utils.build fold-injected book/notebooks/*.ipynb
     python -m analysis_utils.build check-outputs book/notebooks/*.ipynb
     python -m analysis_utils.build check-html book/_build/html screenshots
 """
@@ -291,8 +296,35 @@ def _first_flag(argv: list[str]) -> int:
     return len(argv)
 
 
+#: the cell tag that folds a code cell's input in the book (Jupyter Book 1.x, myst-nb)
+FOLD_TAG = "hide-input"
+
+
+def fold_injected_parameters(paths) -> list[str]:
+    """Add :data:`FOLD_TAG` to papermill's injected parameters cell of each executed notebook
+    (papermill writes that cell with its own tag only), so the book folds it like every other
+    code cell; returns the notebooks that changed. Nothing else in a notebook is touched."""
+    changed = []
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8")
+        notebook = json.loads(text)
+        folded = False
+        for cell in notebook["cells"]:
+            tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+            if "injected-parameters" in tags and FOLD_TAG not in tags:
+                tags.append(FOLD_TAG)
+                folded = True
+        if folded:
+            Path(path).write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n",
+                                  encoding="utf-8")
+            changed.append(str(path))
+    return changed
+
+
 def check_outputs(paths) -> list[str]:
-    """Problems with executed notebooks: a code cell without outputs, or an error output."""
+    """Problems with executed notebooks: a code cell without outputs, an error output, or a
+    code cell of the chapter not tagged :data:`FOLD_TAG` (papermill's injected parameters cell
+    is folded by :func:`fold_injected_parameters` and checked in the HTML)."""
     problems = []
     for path in paths:
         with open(path) as handle:
@@ -303,7 +335,13 @@ def check_outputs(paths) -> list[str]:
         for number, cell in enumerate(code_cells, start=1):
             source = "".join(cell.get("source", ""))
             tags = cell.get("metadata", {}).get("tags", [])
-            if "parameters" in tags or "injected-parameters" in tags:
+            if "injected-parameters" in tags:
+                continue
+            if FOLD_TAG not in tags:
+                first = source.strip().splitlines()[0][:60] if source.strip() else ""
+                problems.append(f"{path}: code cell {number} is not tagged {FOLD_TAG!r}, so its "
+                                f"code would show unfolded in the book ({first!r})")
+            if "parameters" in tags:
                 continue
             outputs = cell.get("outputs", [])
             if any(o.get("output_type") == "error" for o in outputs):
@@ -368,6 +406,107 @@ def broken_links(html_dir: str | os.PathLike) -> list[str]:
     return problems
 
 
+#: elements without an end tag (the page parsers keep no stack entry for them)
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+         "track", "wbr"}
+
+#: the id of the section that ends every chapter with the commands that rerun it
+RERUN_SECTION = "rerun-this-chapter"
+
+
+class _ChapterParser(HTMLParser):
+    """Code inputs of a chapter page, whether each is folded, and the rerun section's text.
+
+    Jupyter Book 1.x (myst-nb) renders a code cell tagged ``hide-input`` as
+    ``<div class="cell tag_hide-input">``, its input inside ``<details class="admonition hide
+    above-input">`` (closed until the reader opens it) around ``<div class="cell_input">``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[tuple[str, set[str], bool]] = []  # tag, classes, folds its content
+        self.inputs = 0
+        self.unfolded = 0
+        self.rerun_depth: int | None = None
+        self.rerun_text: list[str] = []
+        self.has_rerun = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        classes = set((attrs.get("class") or "").split())
+        if tag == "div" and "cell_input" in classes:
+            self.inputs += 1
+            if not any(folds for _, _, folds in self.stack):
+                self.unfolded += 1
+        if attrs.get("id") == RERUN_SECTION and self.rerun_depth is None:
+            self.has_rerun = True
+            self.rerun_depth = len(self.stack)
+        if tag not in _VOID:
+            folds = tag == "details" and "hide" in classes and "open" not in attrs
+            self.stack.append((tag, classes, folds))
+
+    def handle_endtag(self, tag):
+        for index in range(len(self.stack) - 1, -1, -1):
+            if self.stack[index][0] == tag:
+                del self.stack[index:]
+                break
+        if self.rerun_depth is not None and len(self.stack) <= self.rerun_depth:
+            self.rerun_depth = None
+
+    def handle_data(self, data):
+        if self.rerun_depth is not None:
+            self.rerun_text.append(data)
+
+
+def _chapter_parse(html: str) -> _ChapterParser:
+    parser = _ChapterParser()
+    parser.feed(html)
+    parser.close()
+    return parser
+
+
+def unfolded_inputs(html: str) -> tuple[int, int]:
+    """``(code inputs, of which not folded)`` on one built page: an input is folded when it lies
+    inside a closed ``<details class="hide ...">``, the toggle that a ``hide-input`` cell gets."""
+    parser = _chapter_parse(html)
+    return parser.inputs, parser.unfolded
+
+
+def rerun_problems(html: str, chapter: str) -> list[str]:
+    """What the rerun section of the page of ``chapter`` (e.g. "02_dynamics") lacks: the
+    section itself (id :data:`RERUN_SECTION`), a ``make book PARAMS=`` line, and the
+    single-chapter papermill line that names ``notebooks/<chapter>.py``."""
+    parser = _chapter_parse(html)
+    if not parser.has_rerun:
+        return [f"{chapter}: no 'Rerun this chapter' section (id {RERUN_SECTION!r}) at its end"]
+    text = " ".join("".join(parser.rerun_text).split())
+    problems = []
+    if 'make book PARAMS="' not in text:
+        problems.append(f"{chapter}: its rerun section gives no make book PARAMS=\"...\" command")
+    if "papermill" not in text or f"notebooks/{chapter}.py" not in text:
+        problems.append(f"{chapter}: its rerun section gives no papermill command for "
+                        f"notebooks/{chapter}.py")
+    return problems
+
+
+def chapter_page_problems(html_dir: str | os.PathLike) -> list[str]:
+    """Every chapter page of the build (``book/notebooks/*.html``): its code inputs folded, its
+    rerun command present; a build without chapter pages is a problem too."""
+    pages = sorted((Path(html_dir) / "book" / "notebooks").glob("[0-9][0-9]_*.html"))
+    if not pages:
+        return [f"{html_dir}: no chapter pages under book/notebooks/; run make book first"]
+    problems = []
+    for page in pages:
+        html = page.read_text(encoding="utf-8", errors="replace")
+        inputs, unfolded = unfolded_inputs(html)
+        if inputs == 0:
+            problems.append(f"{page.stem}: no code inputs found on the page")
+        elif unfolded:
+            problems.append(f"{page.stem}: {unfolded} of {inputs} code inputs are not folded "
+                            f"(tag every code cell {FOLD_TAG!r})")
+        problems += rerun_problems(html, page.stem)
+    return problems
+
+
 def find_chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
         path = shutil.which(name)
@@ -409,7 +548,9 @@ def check_html(html_dir: str | os.PathLike, screenshots: str | os.PathLike = "sc
     """Open index.html and one chapter in headless Chromium; return the problems found.
 
     Problems: a page that does not render, a chapter with fewer than ``min_figures`` images,
-    an image whose file is missing or empty, and any broken local link in the whole build.
+    an image whose file is missing or empty, any broken local link in the whole build, and
+    any chapter page whose code inputs are not folded or that lacks its rerun command
+    (:func:`chapter_page_problems`, on the built files of every chapter).
     Screenshots are saved as ``<screenshots>/index.png`` and ``<screenshots>/<chapter>.png``.
     """
     html_dir = Path(html_dir)
@@ -440,6 +581,7 @@ def check_html(html_dir: str | os.PathLike, screenshots: str | os.PathLike = "sc
         if not path.exists() or path.stat().st_size == 0:
             problems.append(f"{chapter}: figure {src} is missing or empty")
     problems += broken_links(html_dir)
+    problems += chapter_page_problems(html_dir)
     return problems
 
 
@@ -457,6 +599,10 @@ def main(argv: list[str] | None = None) -> int:
         except AnalysisUtilsError as error:
             print(error, file=sys.stderr)
             return 2
+    if command == "fold-injected":
+        for path in fold_injected_parameters(rest):
+            print(f"folded the injected parameters cell of {path}")
+        return 0
     if command == "check-outputs":
         problems = check_outputs(rest)
         if not rest:
@@ -468,8 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         if not problems:
             print(f"HTML check passed; screenshots in {Path(screenshots).resolve()}")
     else:
-        print(f"Unknown command {command!r}; use preflight, prefill, check-outputs or check-html.",
-              file=sys.stderr)
+        print(f"Unknown command {command!r}; use preflight, prefill, fold-injected, "
+              "check-outputs or check-html.", file=sys.stderr)
         return 2
     for problem in problems:
         print(problem, file=sys.stderr)

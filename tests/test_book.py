@@ -121,16 +121,22 @@ def test_header_names_scale_weights_probe_and_versions():
 # ------------------------------------------------------------------ output and HTML checks
 
 
-def _notebook(path: Path, outputs: list) -> Path:
+def _notebook(path: Path, outputs: list, tags=("hide-input",), injected: bool = False) -> Path:
     cells = [
-        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "x = 1",
-         "outputs": [], "execution_count": 1},
-        {"cell_type": "code", "metadata": {}, "source": "print(x)", "outputs": outputs,
-         "execution_count": 2},
+        {"cell_type": "code", "metadata": {"tags": ["parameters", "hide-input"]},
+         "source": "x = 1", "outputs": [], "execution_count": 1},
+        {"cell_type": "code", "metadata": {"tags": list(tags)}, "source": "print(x)",
+         "outputs": outputs, "execution_count": 2},
     ]
+    if injected:  # as papermill writes it: its own tag only
+        cells.insert(1, {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
+                         "source": "x = 2", "outputs": [], "execution_count": 1})
     path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
                                 "nbformat_minor": 5}))
     return path
+
+
+STDOUT = [{"output_type": "stream", "name": "stdout", "text": "1\n"}]
 
 
 def test_check_outputs_flags_cells_without_outputs_and_errors(tmp_path):
@@ -144,6 +150,115 @@ def test_check_outputs_flags_cells_without_outputs_and_errors(tmp_path):
     assert "raised an error" in build.check_outputs([failed])[0]
 
 
+def test_check_outputs_flags_a_code_cell_that_would_not_be_folded(tmp_path):
+    shown = _notebook(tmp_path / "shown.ipynb", STDOUT, tags=())
+    (problem,) = build.check_outputs([shown])
+    assert "code cell 2 is not tagged 'hide-input'" in problem and "print(x)" in problem
+    bare = json.loads(shown.read_text())
+    bare["cells"][0]["metadata"]["tags"] = ["parameters"]  # the parameters cell is folded too
+    shown.write_text(json.dumps(bare))
+    assert len(build.check_outputs([shown])) == 2
+
+
+def test_papermills_injected_cell_is_folded_and_nothing_else_changes(tmp_path):
+    executed = _notebook(tmp_path / "executed.ipynb", STDOUT, injected=True)
+    before = json.loads(executed.read_text())
+    assert build.check_outputs([executed]) == []  # the injected cell is folded afterwards
+    assert build.fold_injected_parameters([executed]) == [str(executed)]
+    after = json.loads(executed.read_text())
+    assert after["cells"][1]["metadata"]["tags"] == ["injected-parameters", "hide-input"]
+    after["cells"][1]["metadata"]["tags"] = ["injected-parameters"]
+    assert after == before
+    assert build.fold_injected_parameters([executed]) == []  # once folded, left alone
+    plain = _notebook(tmp_path / "plain.ipynb", STDOUT)
+    text = plain.read_text()
+    assert build.fold_injected_parameters([plain]) == [] and plain.read_text() == text
+
+
+# What Jupyter Book 1.x (myst-nb 1.4, sphinx-book-theme 1.3) writes for a code cell tagged
+# hide-input, for one without the tag, and for the rerun section (a bash block, highlighted).
+FOLDED_CELL = """<div class="cell tag_hide-input docutils container">
+<details class="admonition hide above-input">
+<summary aria-label="Toggle hidden content">
+<p class="collapsed admonition-title">Show code cell source</p>
+<p class="expanded admonition-title">Hide code cell source</p>
+</summary>
+<div class="cell_input docutils container">
+<div class="highlight-ipython3 notranslate"><div class="highlight"><pre><span></span>x = 1</pre>
+</div></div></div>
+</details>
+<div class="cell_output docutils container"><img alt="_images/a.png" src="a.png" /></div>
+</div>"""
+SHOWN_CELL = """<div class="cell tag_injected-parameters docutils container">
+<div class="cell_input docutils container">
+<div class="highlight-ipython3 notranslate"><div class="highlight"><pre>x = 2</pre></div></div>
+</div>
+</div>"""
+RERUN = (
+    '<section id="rerun-this-chapter">\n'
+    '<h2>Rerun this chapter<a class="headerlink" href="#rerun-this-chapter">#</a></h2>\n'
+    '<div class="highlight-bash notranslate"><div class="highlight"><pre><span></span>'
+    'make<span class="w"> </span>book<span class="w"> </span><span class="nv">PARAMS</span>'
+    '<span class="o">=</span><span class="s2">"-p models lrm3,bl -p n_perm 1000"</span>\n'
+    '.venv/bin/jupytext<span class="w"> </span>--to<span class="w"> </span>ipynb'
+    '<span class="w"> </span>notebooks/02_dynamics.py<span class="w"> </span>-o'
+    '<span class="w"> </span>/tmp/02.ipynb\n'
+    '.venv/bin/papermill<span class="w"> </span>/tmp/02.ipynb<span class="w"> </span>'
+    "/tmp/out.ipynb\n"
+    "</pre></div></div>\n"
+    "</section>"
+)
+
+
+def _page(*parts: str) -> str:
+    return ('<html><head><title>Dynamics</title></head><body><main><section id="dynamics">'
+            "<h1>Dynamics</h1>" + "\n".join(parts) + "</section></main></body></html>")
+
+
+def test_folded_inputs_are_told_from_shown_ones_on_built_html():
+    assert build.unfolded_inputs(_page(FOLDED_CELL, FOLDED_CELL)) == (2, 0)
+    assert build.unfolded_inputs(_page(FOLDED_CELL, SHOWN_CELL)) == (2, 1)
+    opened = FOLDED_CELL.replace('<details class="admonition hide above-input">',
+                                 '<details class="admonition hide above-input" open>')
+    assert build.unfolded_inputs(_page(opened)) == (1, 1)  # a toggle that starts open
+    other = FOLDED_CELL.replace("admonition hide above-input", "admonition note")
+    assert build.unfolded_inputs(_page(other)) == (1, 1)  # a <details> that is no toggle
+    after = FOLDED_CELL.replace("</details>\n<div class=\"cell_output", "</details>\n"
+                                '<div class="cell_input docutils container"></div>'
+                                '<div class="cell_output')
+    assert build.unfolded_inputs(_page(after)) == (2, 1)  # closed before the second input
+
+
+def test_the_rerun_section_needs_make_book_and_the_chapters_papermill_line():
+    assert build.rerun_problems(_page(FOLDED_CELL, RERUN), "02_dynamics") == []
+    (missing,) = build.rerun_problems(_page(FOLDED_CELL), "02_dynamics")
+    assert "no 'Rerun this chapter' section" in missing
+    (other,) = build.rerun_problems(_page(RERUN), "03_orthogonality")
+    assert "no papermill command for notebooks/03_orthogonality.py" in other
+    no_make = RERUN.replace('<span class="nv">PARAMS</span>', "")
+    assert "no make book PARAMS=" in build.rerun_problems(_page(no_make), "02_dynamics")[0]
+    outside = _page(RERUN.replace("</pre></div></div>\n</section>", "</pre></div></div>") +
+                    "</section>")
+    assert build.rerun_problems(outside, "02_dynamics") == []
+    elsewhere = _page('<section id="rerun-this-chapter"><h2>Rerun</h2></section>',
+                      "<p>make book PARAMS=\"-p n_perm 1\" papermill notebooks/02_dynamics.py</p>")
+    assert len(build.rerun_problems(elsewhere, "02_dynamics")) == 2  # text after the section
+
+
+def test_every_chapter_page_of_a_build_is_checked(tmp_path):
+    chapters = tmp_path / "book" / "notebooks"
+    chapters.mkdir(parents=True)
+    assert "no chapter pages" in build.chapter_page_problems(tmp_path)[0]
+    (chapters / "02_dynamics.html").write_text(_page(FOLDED_CELL, RERUN))
+    assert build.chapter_page_problems(tmp_path) == []
+    (chapters / "04_cross_model_rsa.html").write_text(_page(SHOWN_CELL))
+    problems = build.chapter_page_problems(tmp_path)
+    assert problems == ["04_cross_model_rsa: 1 of 1 code inputs are not folded (tag every code "
+                        "cell 'hide-input')",
+                        "04_cross_model_rsa: no 'Rerun this chapter' section (id "
+                        "'rerun-this-chapter') at its end"]
+
+
 def _site(root: Path, broken: bool) -> Path:
     (root / "book" / "notebooks").mkdir(parents=True)
     (root / "_static").mkdir()
@@ -154,7 +269,8 @@ def _site(root: Path, broken: bool) -> Path:
     target = "missing.html" if broken else "#results"
     (root / "book" / "notebooks" / "02_dynamics.html").write_text(
         '<html><head><title>Dynamics</title></head><body><h1 id="results">Results</h1>'
-        f'<img src="../../_static/fig.png"><a href="{target}">link</a></body></html>')
+        f'<img src="../../_static/fig.png"><a href="{target}">link</a>'
+        f"{FOLDED_CELL.replace('a.png', '../../_static/fig.png')}{RERUN}</body></html>")
     return root
 
 
@@ -193,6 +309,12 @@ def test_check_html_in_headless_chromium(tmp_path):
     (site / "_static" / "fig.png").unlink()
     problems = build.check_html(site, shots)
     assert any("figure" in p and "missing" in p for p in problems)
+    # so does a chapter whose code shows unfolded
+    page = site / "book" / "notebooks" / "02_dynamics.html"
+    (site / "_static" / "fig.png").write_bytes(_png())
+    page.write_text(page.read_text().replace("admonition hide above-input", "admonition"))
+    assert build.check_html(site, shots) == [
+        "02_dynamics: 1 of 1 code inputs are not folded (tag every code cell 'hide-input')"]
 
 
 # ------------------------------------------------------------------ chapters under papermill
