@@ -34,10 +34,16 @@ degenerate features, is "not evaluated" with the reason in ``note``. The thresho
 
 :func:`evaluate_all` evaluates every claim (and, given untrained features, the same estimates
 for each seed as a reference) and returns one row per claim as a pandas DataFrame.
+
+The findings chapter shows that table through :func:`findings_table` (one row per claim, with a
+link to the chapter section that shows it, :func:`chapter_href`), :func:`verdict_matrix` (the
+verdicts of ours and of each untrained seed) and :func:`discussion` (sentences drawn from the
+verdicts, never fixed text; with untrained weights it says first that they mean nothing yet).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -440,6 +446,7 @@ class Claim:
     section: str  # the section of that chapter
     rule: IntervalRule | PermutationRule
     estimate: Callable[[ClaimInputs], Estimate]
+    label: str = ""  # its short name in a sentence, unique in the registry: "BL (separation)"
 
 
 _NAMES = {"lrm3": "LRM3", "lra3": "LRA3", "bl": "BL", "cornet_rt": "CORnet-RT",
@@ -468,14 +475,16 @@ _STUDY_BETWEEN = {"lrm3": (0.959, 0.115, "after"), "lra3": (0.960, 0.119, "after
 
 def _table1_claims() -> list[Claim]:
     claims = []
-    for source, table, readout, label in (
-            ("logits", _STUDY_LOGITS_TOP1, "logits", "logit top-1"),
-            ("nearest_centroid", _STUDY_NC_TOP1, "penult", "nearest-centroid top-1 (penult)")):
+    for source, table, readout, label, kind in (
+            ("logits", _STUDY_LOGITS_TOP1, "logits", "logit top-1", "logit"),
+            ("nearest_centroid", _STUDY_NC_TOP1, "penult", "nearest-centroid top-1 (penult)",
+             "nearest-centroid")):
         for model in RECURRENT_MODELS:
             before, after = table[model]
             short = "logits" if source == "logits" else "nc"
             claims.append(Claim(
                 id=f"accuracy-{short}-{model}",
+                label=f"{_NAMES[model]} ({kind} accuracy)",
                 group="Table 1: accuracy",
                 statement=f"Recurrence raises {_NAMES[model]}'s {label} from the baseline to "
                           "the after step.",
@@ -496,6 +505,7 @@ def _dynamics_claims() -> list[Claim]:
         compaction = beta < 0
         claims.append(Claim(
             id=f"local-{model}",
+            label=f"{_NAMES[model]} ({'compaction' if compaction else 'expansion'})",
             group="Local test (LME)",
             statement=f"{_NAMES[model]}'s exemplars move "
                       + ("towards their prototype (local compaction)" if compaction else
@@ -511,6 +521,7 @@ def _dynamics_claims() -> list[Claim]:
         observed = _STUDY_PERMUTATION[model]
         claims.append(Claim(
             id=f"global-{model}",
+            label=f"{_NAMES[model]} (separation)",
             group="Global test (permutation)",
             statement=f"{_NAMES[model]}'s centred prototypes move apart (global separation "
                       f"increases) from the baseline to the after step ({readout}).",
@@ -526,6 +537,7 @@ def _dynamics_claims() -> list[Claim]:
         stable = model != "cornet_rt"
         claims.append(Claim(
             id=f"rdm-rho-{model}",
+            label=f"{_NAMES[model]} ({'stable' if stable else 'reorganised'} RDM)",
             group="Table 2: Proto RDM ρ",
             statement=(f"{_NAMES[model]} keeps its global category structure: the prototype "
                        f"RDMs of the baseline and after steps correlate near 1 "
@@ -547,6 +559,7 @@ def _orthogonality_claims() -> list[Claim]:
         orthogonal = mean > NEAR_ORTHOGONAL
         claims.append(Claim(
             id=f"orthogonal-{model}",
+            label=f"{_NAMES[model]} ({'' if orthogonal else 'not '}near-orthogonal)",
             group="Figure 2: between-prototype distances",
             statement=f"{_NAMES[model]}'s decision-stage prototypes ({state} step) are "
                       + ("" if orthogonal else "not ")
@@ -560,6 +573,7 @@ def _orthogonality_claims() -> list[Claim]:
             estimate=partial(between_level, model=model, state=state)))
     claims.append(Claim(
         id="separation-grows-cornet_rt",
+        label="CORnet-RT (growing distances)",
         group="Figure 2: between-prototype distances",
         statement="CORnet-RT's decision-stage prototypes move apart from the baseline to the "
                   "after step (the mean raw between-prototype distance grows).",
@@ -573,6 +587,7 @@ def _orthogonality_claims() -> list[Claim]:
 def _rsa_claims() -> list[Claim]:
     return [Claim(
         id="rsa-feature-vs-decision",
+        label="the study's models (feature-stage convergence)",
         group="Figure 3: cross-model RSA",
         statement="Models converge at the feature stage and diverge at the decision stage: "
                   "the RDMs of different models agree more at the penult than at the logits.",
@@ -589,6 +604,7 @@ def _image_off_claims() -> list[Claim]:
     section = "Figure 4: ConvRNN after the image is switched off"
     return [
         Claim(id="image-off-clusters-convrnn", group="Figure 4: ConvRNN image off",
+              label="ConvRNN (image-off expansion)",
               statement="After the image is switched off, ConvRNN's clusters expand: from the "
                         "last image step to the final step the exemplars move away from their "
                         "prototypes (logits).",
@@ -598,6 +614,7 @@ def _image_off_claims() -> list[Claim]:
               estimate=partial(local_change, model="convrnn", readout="logits",
                                before="image_off")),
         Claim(id="image-off-separation-convrnn", group="Figure 4: ConvRNN image off",
+              label="ConvRNN (image-off separation)",
               statement="After the image is switched off, ConvRNN's centred prototypes move "
                         "apart (logits).",
               study="Δ Between-Proto +14.6 %, t=12 → t=17", study_value=14.617,
@@ -831,3 +848,208 @@ def _untrained_columns(claim: Claim, seeds_inputs: Mapping) -> dict:
             "untrained_max": float(finite.max()) if finite.size else float("nan"),
             "untrained_seeds": ",".join(str(s) for s in results),
             "untrained_verdicts": ",".join(r["verdict"] for r in results.values())}
+
+
+# --------------------------------------------------------------------------------------------
+# the findings page: the evaluated table as the book shows it, and what it says
+# --------------------------------------------------------------------------------------------
+
+_CHAPTER_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+$")
+
+
+def chapter_href(chapter: str, section: str | None = None) -> str:
+    """The link from one chapter page of the built book to ``chapter`` (at its ``section``):
+    for example ``02_dynamics.html#local-test-mixed-model-of-the-per-exemplar-change``.
+
+    The chapters' pages lie side by side (``book/notebooks/NN_name.html``), so the link is
+    relative and works wherever the built book is copied; the anchor is the id Sphinx gives the
+    section's heading (docutils' ``make_id`` of its title).
+    """
+    if not isinstance(chapter, str) or not _CHAPTER_NAME.match(chapter):
+        raise AnalysisUtilsError(
+            f"A chapter is named like '02_dynamics' (two digits, '_', lower-case name), got "
+            f"{chapter!r}."
+        )
+    if not section:
+        return f"{chapter}.html"
+    from docutils.nodes import make_id
+
+    return f"{chapter}.html#{make_id(section)}"
+
+
+def _check_evaluated(table) -> pd.DataFrame:
+    if not isinstance(table, pd.DataFrame) or not set(COLUMNS) <= set(table.columns):
+        missing = (sorted(set(COLUMNS) - set(table.columns))
+                   if isinstance(table, pd.DataFrame) else ["(not a DataFrame)"])
+        raise AnalysisUtilsError(
+            "Pass the table of claims.evaluate_all (or its CSV read back with pandas); this one "
+            f"lacks {', '.join(missing)}."
+        )
+    return table
+
+
+def _number(value) -> str:
+    value = float(value)
+    return "–" if not np.isfinite(value) else f"{value:.4g}"
+
+
+def _seed_list(value) -> list[str]:
+    """The seeds of an ``untrained_seeds`` cell ('0,1,2'; a number or NaN when read from CSV)."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return []
+    return [s for s in str(value).split(",") if s.strip()]
+
+
+def findings_table(table) -> pd.DataFrame:
+    """The findings page's table: one row per claim of ``table`` (from :func:`evaluate_all`).
+
+    Columns: the claim (statement and id), the study's value (as the study printed it), ours
+    with its 95 % interval (and p-value, the states compared), the untrained reference (mean,
+    range and verdict per seed), the verdict, and a link to the chapter section that shows the
+    claim (:func:`chapter_href`). Cells are HTML (text escaped), for ``DataFrame.style``.
+    """
+    from html import escape
+
+    table = _check_evaluated(table)
+    rows = []
+    for row in table.itertuples(index=False):
+        claim = get(row.id)
+        if row.verdict == NOT_EVALUATED:
+            ours = f"not evaluated: {escape(str(row.note))}"
+        else:
+            ours = f"{_number(row.estimate)} [{_number(row.ci_low)}, {_number(row.ci_high)}]"
+            if np.isfinite(float(row.p_value)):
+                ours += f", p = {float(row.p_value):.2g}"
+            ours += f"<br><small>{escape(str(row.detail))}; {escape(str(row.interval))}</small>"
+        seeds = _seed_list(row.untrained_seeds)
+        if not seeds:
+            untrained = "none"
+        else:
+            verdicts = str(row.untrained_verdicts).split(",")
+            untrained = (f"{_number(row.untrained_mean)} (range {_number(row.untrained_min)} "
+                         f"to {_number(row.untrained_max)})<br><small>"
+                         + ", ".join(f"seed {s}: {v}" for s, v in zip(seeds, verdicts))
+                         + "</small>")
+        number = int(_CHAPTER_NAME.match(claim.chapter).group(1))
+        link = (f'<a href="{escape(chapter_href(claim.chapter, claim.section))}">Chapter '
+                f"{number}: {escape(claim.section)}</a>")
+        rows.append({"Claim": f"{escape(str(row.statement))}<br><code>{escape(row.id)}</code>",
+                     "The study's value": escape(str(row.study)),
+                     "Ours [95 % interval]": ours,
+                     "Untrained reference (seeds)": untrained,
+                     "Verdict": f"<b>{escape(str(row.verdict))}</b>",
+                     "Shown in": link})
+    return pd.DataFrame(rows)
+
+
+def verdict_matrix(table) -> pd.DataFrame:
+    """The verdicts of ``table`` (from :func:`evaluate_all`): one row per claim (indexed by id),
+    a column "ours" and one column per untrained seed ("seed s")."""
+    table = _check_evaluated(table)
+    rows = {}
+    for row in table.itertuples(index=False):
+        seeds = _seed_list(row.untrained_seeds)
+        verdicts = str(row.untrained_verdicts).split(",") if seeds else []
+        rows[row.id] = {"ours": row.verdict,
+                        **{f"seed {s.strip()}": v for s, v in zip(seeds, verdicts)}}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _join(names: Sequence[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _names(claim_ids: Sequence[str], group: Sequence[str] = ()) -> str:
+    """The claims' short names (their labels); within a ``group`` of claim ids whose claims
+    each concern one model and no model twice, the models' display names."""
+    claimed = [get(i).models for i in group]
+    by_model = bool(group) and all(len(m) == 1 for m in claimed) \
+        and len(set(claimed)) == len(claimed)
+    return _join(_NAMES.get(get(i).models[0], get(i).models[0]) if by_model else get(i).label
+                 for i in claim_ids)
+
+
+#: how the discussion names the weights and the probe of a run
+_WEIGHTS = {"trained": "the mini zoo, trained by this project on Tiny-ImageNet-100",
+            "untrained": "random weights", "official": "the official checkpoints"}
+_PROBES = {"tiny": "the Tiny-ImageNet validation probe",
+           "imagenet": "the study's ImageNet validation probe"}
+
+
+def discussion(table, *, scale: str, weights: str, probe: str, seed: int = 0) -> str:
+    """What ``table`` (from :func:`evaluate_all`) says, as Markdown sentences drawn from it.
+
+    The counts of verdicts at this ``scale``, ``weights`` and ``probe``; per group of claims,
+    which hold, which are reversed, which are unclear or not evaluated; with trained weights,
+    which of the claims that hold also hold in every untrained network of the reference (the
+    architecture gives them) and which in none; the reasons of claims not evaluated. With
+    ``weights="untrained"`` it says first, plainly, that the verdicts mean nothing yet.
+    """
+    table = _check_evaluated(table)
+    for what, value, known in (("scale", scale, ("mini", "full")), ("weights", weights, _WEIGHTS),
+                               ("probe", probe, _PROBES)):
+        if value not in known:
+            raise choice_error(what, value, tuple(known))
+    verdicts = dict(zip(table["id"], table["verdict"]))
+    paragraphs = []
+    if weights == "untrained":
+        paragraphs.append(
+            f"**These models are untrained (random weights, seed {seed}), so the verdicts "
+            "below mean nothing yet.** They test the architectures at initialisation: a claim "
+            "that holds here holds by construction or by chance, not because a model learned "
+            "it. Build the book with trained weights to read them as findings."
+        )
+    evaluated = [i for i, v in verdicts.items() if v in VERDICTS]
+    counts = {v: sum(verdicts[i] == v for i in evaluated) for v in VERDICTS}
+    one = {"holds": ("holds", "hold"), "reversed": ("is reversed", "are reversed"),
+           "unclear": ("is unclear", "are unclear")}
+    said = [f"{counts[v]} {one[v][counts[v] != 1]}" for v in VERDICTS]
+    sentence = (f"At {scale} scale ({_WEIGHTS[weights]}, on {_PROBES[probe]}), of the "
+                f"{len(evaluated)} claims evaluated {said[0]}, {said[1]} and {said[2]}")
+    skipped = len(verdicts) - len(evaluated)
+    if skipped:
+        sentence += f"; {skipped} could not be evaluated in this run"
+    paragraphs.append(sentence + ".")
+
+    lines = []
+    for group in dict.fromkeys(table["group"]):
+        ids = list(table.loc[table["group"] == group, "id"])
+        parts = [f"{v} for {_names(chosen, ids)}" for v in (*VERDICTS, NOT_EVALUATED)
+                 if (chosen := [i for i in ids if verdicts[i] == v])]
+        lines.append(f"- **{group}**: {'; '.join(parts)}.")
+    paragraphs.append("\n".join(lines))
+    meaning = []
+    if counts["reversed"]:
+        meaning.append("*Reversed* means that our estimate and its whole interval (or a "
+                       "significant test) lie on the other side of the study's statement: here "
+                       "the claim does not hold as the study states it.")
+    if counts["unclear"]:
+        meaning.append("*Unclear* means that the interval includes the rule's reference (or the "
+                       "test is not significant): this run neither confirms nor reverses the "
+                       "claim, and more images or permutations would narrow the interval.")
+    if meaning:
+        paragraphs.append(" ".join(meaning))
+    held = [i for i in evaluated if verdicts[i] == "holds"]
+    by_id = table.set_index("id")
+    if weights != "untrained" and held and _seed_list(by_id.loc[held[0], "untrained_seeds"]):
+        seed_verdicts = {i: str(by_id.loc[i, "untrained_verdicts"]).split(",") for i in held}
+        everywhere = [i for i in held if all(v == "holds" for v in seed_verdicts[i])]
+        nowhere = [i for i in held if all(v != "holds" for v in seed_verdicts[i])]
+        if everywhere:
+            paragraphs.append(
+                "Of the claims that hold, these also hold in every untrained network of the "
+                f"same architecture: {_names(everywhere)}. There the verdict comes without "
+                "training and is no evidence that it was learned."
+            )
+        if nowhere:
+            paragraphs.append(
+                "These claims hold, and in none of the untrained networks, so their verdict "
+                f"comes with training: {_names(nowhere)}."
+            )
+    missing = [i for i, v in verdicts.items() if v == NOT_EVALUATED]
+    if missing:
+        paragraphs.append("Not evaluated: " + "; ".join(
+            f"{get(i).label} ({i}): {by_id.loc[i, 'note']}" for i in missing))
+    return "\n\n".join(paragraphs)

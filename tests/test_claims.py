@@ -1,6 +1,11 @@
 """Tests for analysis_utils.claims: every verdict rule on synthetic features built to make its
 claim hold, reverse and be unclear; each claim's estimate is the chapter's own number for the
-same features; evaluate_all's table, its untrained reference and its input checks."""
+same features; evaluate_all's table, its untrained reference and its input checks; and the
+findings chapter's view of the table (links to the chapters' headings, its rows, the verdict
+matrix, the sentences drawn from the verdicts)."""
+
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -521,3 +526,165 @@ def test_the_claims_table_writes_byte_identical_files_for_the_same_features(tmp_
             getattr(written[1], attribute).read_bytes()
     back = pd.read_csv(written[0].csv)
     assert list(back["id"]) == claims.ids() and back["estimate"].notna().all()
+
+
+# --------------------------------------------------------------------------------------------
+# the findings chapter's view of the table: links, rows, verdict matrix, discussion
+# --------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_LABELS = np.repeat(np.arange(C), 4)
+
+
+@pytest.fixture(scope="module")
+def evaluated():
+    """evaluate_all on the run features, with two untrained seeds on 4 images per category."""
+    features = _run_features()
+    keep = np.concatenate([c * K + np.arange(4) for c in range(C)])
+    untrained = {s: {name: {r: torch.flip(X, dims=[0])[:, keep] + 0.01 * s
+                            for r, X in readouts.items()} for name, readouts in features.items()}
+                 for s in (0, 1)}
+    return claims.evaluate_all(features, untrained, labels=LABELS, class_index=np.arange(C),
+                               untrained_labels=REFERENCE_LABELS, n_perm=50, n_boot=50)
+
+
+def _heading_ids(chapter):
+    """The ids Sphinx gives the headings of a chapter's source (docutils' make_id)."""
+    from docutils.nodes import make_id
+
+    text = (ROOT / "notebooks" / f"{chapter}.py").read_text(encoding="utf-8")
+    return {make_id(m.group(1)) for m in re.finditer(r"^# #+ (.+)$", text, flags=re.M)}
+
+
+def test_each_claim_links_to_a_heading_of_the_chapter_that_shows_it():
+    assert claims.chapter_href("02_dynamics", "Global test: paired permutation test of Δ "
+                               "Between-Proto (%)") == \
+        "02_dynamics.html#global-test-paired-permutation-test-of-between-proto"
+    assert claims.chapter_href("04_cross_model_rsa") == "04_cross_model_rsa.html"
+    for claim in claims.CLAIMS:
+        page, anchor = claims.chapter_href(claim.chapter, claim.section).split("#")
+        assert page == f"{claim.chapter}.html"  # side by side in book/notebooks: relative
+        assert anchor in _heading_ids(claim.chapter), (claim.id, claim.section)
+    with pytest.raises(AnalysisUtilsError, match="named like '02_dynamics'"):
+        claims.chapter_href("notebooks/02_dynamics.ipynb")
+
+
+def test_labels_name_each_claim_once():
+    labels = [claim.label for claim in claims.CLAIMS]
+    assert all(labels) and len(set(labels)) == len(labels)
+
+
+def test_findings_table_shows_every_row_of_the_evaluated_table(evaluated):
+    shown = claims.findings_table(evaluated)
+    assert list(shown.columns) == ["Claim", "The study's value", "Ours [95 % interval]",
+                                   "Untrained reference (seeds)", "Verdict", "Shown in"]
+    assert len(shown) == len(evaluated) == len(claims.ids())
+    for (_, row), (_, cells) in zip(evaluated.iterrows(), shown.iterrows()):
+        claim = claims.get(row["id"])
+        assert f"<code>{row['id']}</code>" in cells["Claim"]
+        assert cells["Verdict"] == f"<b>{row['verdict']}</b>"
+        assert cells["Ours [95 % interval]"].startswith(
+            f"{row['estimate']:.4g} [{row['ci_low']:.4g}, {row['ci_high']:.4g}]")
+        seeds = row["untrained_verdicts"].split(",")
+        assert f"seed 0: {seeds[0]}, seed 1: {seeds[1]}" in cells["Untrained reference (seeds)"]
+        assert f'href="{claims.chapter_href(claim.chapter, claim.section)}"' in cells["Shown in"]
+        assert "'" not in cells["Claim"]  # escaped for HTML: "LRM3&#x27;s"
+    partial = claims.evaluate_all({"bl": _run_features()["bl"]}, labels=LABELS, n_perm=20,
+                                  n_boot=20, claim_ids=["local-lrm3"])
+    cells = claims.findings_table(partial).iloc[0]
+    assert cells["Ours [95 % interval]"] == "not evaluated: lrm3 is not among this run&#x27;s " \
+                                            "models."
+    assert cells["Untrained reference (seeds)"] == "none"
+    with pytest.raises(AnalysisUtilsError, match="lacks verdict"):
+        claims.findings_table(evaluated.drop(columns="verdict"))
+
+
+def test_verdict_matrix_has_ours_and_each_seed(evaluated):
+    matrix = claims.verdict_matrix(evaluated)
+    assert list(matrix.columns) == ["ours", "seed 0", "seed 1"]
+    assert list(matrix.index) == claims.ids()
+    assert list(matrix["ours"]) == list(evaluated["verdict"])
+    assert list(matrix["seed 1"]) == [v.split(",")[1] for v in evaluated["untrained_verdicts"]]
+
+
+def _set(table, verdicts, untrained=None, note=None):
+    """A copy of ``table`` with every claim unclear (also in every seed), then ``verdicts``
+    and ``untrained`` verdicts {id: 'holds,unclear'} set."""
+    table = table.copy()
+    table["verdict"], table["untrained_verdicts"] = "unclear", "unclear,unclear"
+    for claim_id, verdict in verdicts.items():
+        table.loc[table["id"] == claim_id, "verdict"] = verdict
+    for claim_id, seeds in (untrained or {}).items():
+        table.loc[table["id"] == claim_id, "untrained_verdicts"] = seeds
+    for claim_id, text in (note or {}).items():
+        table.loc[table["id"] == claim_id, "note"] = text
+    return table
+
+
+def test_discussion_is_drawn_from_the_verdicts(evaluated):
+    table = _set(evaluated, {"local-lrm3": "holds", "local-lra3": "holds", "local-bl": "reversed",
+                             "local-convrnn": "holds", "image-off-clusters-convrnn": "holds",
+                             "global-bl": claims.NOT_EVALUATED},
+                 untrained={"local-lrm3": "holds,holds", "local-convrnn": "holds,unclear",
+                            "image-off-clusters-convrnn": "reversed,unclear"},
+                 note={"global-bl": "bl's logits readout is not among this run's readouts."})
+    text = claims.discussion(table, scale="mini", weights="trained", probe="tiny")
+    assert "mean nothing yet" not in text
+    assert text.startswith("At mini scale (the mini zoo, trained by this project on "
+                           "Tiny-ImageNet-100, on the Tiny-ImageNet validation probe), of the "
+                           "32 claims evaluated 4 hold, 1 is reversed and 27 are unclear; 1 could "
+                           "not be evaluated in this run.")
+    assert "- **Local test (LME)**: holds for LRM3, LRA3 and ConvRNN; reversed for BL; unclear " \
+           "for CORnet-RT.\n" in text
+    assert "- **Global test (permutation)**: unclear for LRM3, LRA3, CORnet-RT and ConvRNN; not " \
+           "evaluated for BL.\n" in text
+    # two ConvRNN claims in one group: named by their labels
+    assert "- **Figure 4: ConvRNN image off**: holds for ConvRNN (image-off expansion); unclear " \
+           "for ConvRNN (image-off separation)." in text
+    assert "*Reversed* means" in text and "*Unclear* means" in text
+    assert "in every untrained network of the same architecture: LRM3 (compaction). " in text
+    assert "comes with training: LRA3 (compaction) and ConvRNN (image-off expansion)." in text
+    assert text.endswith("Not evaluated: BL (separation) (global-bl): bl's logits readout is not "
+                         "among this run's readouts.")
+    # other verdicts, other sentences
+    flipped = claims.discussion(_set(evaluated, {"local-bl": "holds"}), scale="full",
+                                weights="official", probe="imagenet")
+    assert flipped.startswith("At full scale (the official checkpoints, on the study's ImageNet "
+                              "validation probe), of the 33 claims evaluated 1 holds, 0 are "
+                              "reversed and 32 are unclear.")
+    assert "- **Local test (LME)**: holds for BL; unclear for LRM3, LRA3, CORnet-RT and " \
+           "ConvRNN.\n" in flipped
+    assert "*Reversed* means" not in flipped and "Not evaluated" not in flipped
+    assert "comes with training: BL (expansion)." in flipped
+
+
+def test_discussion_says_first_that_untrained_verdicts_mean_nothing(evaluated):
+    table = _set(evaluated, {"local-lrm3": "holds"}, untrained={"local-lrm3": "unclear,unclear"})
+    text = claims.discussion(table, scale="mini", weights="untrained", probe="tiny", seed=3)
+    assert text.startswith("**These models are untrained (random weights, seed 3), so the "
+                           "verdicts below mean nothing yet.**")
+    assert "comes with training" not in text and "without training" not in text
+    assert "- **Local test (LME)**: holds for LRM3; unclear for LRA3, BL" in text
+
+
+def test_discussion_reads_the_written_csv_back(evaluated, tmp_path):
+    from analysis_utils import results
+
+    written = results.write_table(evaluated, "05_findings", "claims", records=True,
+                                  directory=tmp_path)
+    back = pd.read_csv(written.csv)
+    for weights in ("trained", "untrained"):
+        assert claims.discussion(back, scale="mini", weights=weights, probe="tiny") == \
+            claims.discussion(evaluated, scale="mini", weights=weights, probe="tiny")
+    pd.testing.assert_frame_equal(claims.verdict_matrix(back), claims.verdict_matrix(evaluated))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"scale": "huge"}, "Unknown scale 'huge'"),
+    ({"weights": "pretrained"}, "Unknown weights 'pretrained'"),
+    ({"probe": "coco"}, "Unknown probe 'coco'"),
+])
+def test_discussion_bad_input_gets_one_sentence(evaluated, kwargs, message):
+    kwargs = {"scale": "mini", "weights": "trained", "probe": "tiny", **kwargs}
+    with pytest.raises(AnalysisUtilsError, match=message):
+        claims.discussion(evaluated, **kwargs)
