@@ -336,7 +336,7 @@ def software_versions() -> dict[str, str]:
 
     versions = {"python": platform.python_version()}
     for package in ("analysis_utils", "torch", "numpy", "scipy", "pandas", "statsmodels",
-                    "scikit-learn", "matplotlib"):
+                    "scikit-learn", "matplotlib", "seaborn"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

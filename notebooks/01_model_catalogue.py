@@ -13,12 +13,15 @@
 # %% [markdown]
 # # The model catalogue
 #
+# **In short:** the cards of the book's models, how each one unrolls in time, and how well
+# each classifies the probe at every step (the study's Table 1, extended to all steps).
+#
 # Every model of the book, as its card describes it; how each one unrolls in time (which area
 # first carries information about the image, at which step); and how well it classifies the
 # probe at **every** step: the reference study's Table 1 (logit accuracy, and nearest-centroid
 # accuracy on the penultimate features), extended from its two states to all steps.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 scale = "mini"  # "mini" (64 px, the mini zoo) or "full" (official checkpoints)
 weights = "trained"  # "trained" (mini zoo), "untrained" (random, seeded) or "official"
 probe = "tiny"  # "tiny" (Tiny-ImageNet val) or "imagenet" (the study's ImageNet val probe)
@@ -34,13 +37,13 @@ cache_dir = None  # the feature cache; None: $ANALYSIS_UTILS_CACHE or the user c
 images_per_category = None  # None: all 50; fewer for a quick run
 plugins = None  # modules that register your own models, e.g. "examples.conv_gru" (see chapter 7)
 
-# %%
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
 import torch
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting
+from analysis_utils import book, catalogue, extract, geometry, plotting, results
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
@@ -48,6 +51,7 @@ P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=da
                           images_per_category=images_per_category, plugins=plugins)
 probe_set = book.open_chapter(P)
 NOTE = P.weights_label()
+CHAPTER = "01_model_catalogue"  # names this chapter's result tables (book/_build/html/results/)
 
 # %% [markdown]
 # ## The cards
@@ -57,18 +61,19 @@ NOTE = P.weights_label()
 # *baseline* and *after* steps (the study's choices), the readout the study's headline tests
 # use, and the parameter count at this scale.
 
-# %%
+# %% tags=["hide-input"]
 columns = ["model", "family", "recurrence", "mechanism", "loss timing", "counterpart", "steps",
            "baseline", "after", "headline readout", "readouts", "input", "parameters"]
 cards = catalogue.table(P.scale)
 cards = cards[cards["name"].isin(P.models)].set_index("name").loc[list(P.models)]
 cards["counterpart"] = [catalogue.card(c).display_name if c else "none"
                         for c in cards["counterpart"]]
-cards["parameters"] = [f"{n:,}" for n in cards["parameters"]]
 for name in P.models:
     if not catalogue.card(name).recurrent:
         cards.loc[name, "after"] = "none"
-display(cards[columns].reset_index(drop=True).style.hide(axis="index"))
+cards = cards[columns].reset_index(drop=True)
+display(cards.style.hide(axis="index").format({"parameters": "{:,}"}))
+display(HTML(results.links_html(results.write_table(cards, CHAPTER, "cards", parameters=P))))
 
 # %% [markdown]
 # ## How each model unrolls in time
@@ -80,7 +85,7 @@ display(cards[columns].reset_index(drop=True).style.hide(axis="index"))
 # biases and its own state only). Filled cells: steps at which the area carries image
 # information; the bottom row says whether the input frame is the image or a blank.
 
-# %%
+# %% tags=["hide-input"]
 def first_image_step(model, x, areas):
     """First 1-based step at which each area's readout differs between the two images in x."""
     with torch.inference_mode():
@@ -126,7 +131,7 @@ for name, (first, n_steps, shown) in unrolling.items():
 # learning curves show validation top-1 at the analysed final step after every epoch, on a
 # fixed subset of the probe (the first 10 images of each category).
 
-# %%
+# %% tags=["hide-input"]
 if P.scale == "mini" and P.weights == "trained":
     from analysis_utils import train
     from analysis_utils import weights as zoo_weights
@@ -135,7 +140,10 @@ if P.scale == "mini" and P.weights == "trained":
     zoo = {**zoo, "models": {n: e for n, e in zoo.get("models", {}).items() if n in P.models}}
     display(Markdown("**The mini zoo's training record** (from "
                      "`analysis_utils/zoo/mini/manifest.json`)."))
-    display(pd.DataFrame(train.training_table(zoo)).style.hide(axis="index"))
+    training = pd.DataFrame(train.training_table(zoo))
+    display(training.style.hide(axis="index"))
+    display(HTML(results.links_html(results.write_table(training, CHAPTER, "training",
+                                                        parameters=P))))
     fig = plotting.plot_learning_curves(pd.DataFrame(train.learning_curves(zoo)), note=NOTE)
     display(fig)
     plotting.plt.close(fig)
@@ -152,7 +160,7 @@ else:
 # Here both are computed at every step. Features come from the shared feature cache, so the
 # other chapters reuse them.
 
-# %%
+# %% tags=["hide-input"]
 features, extraction = {}, {}
 for name in P.models:
     features[name], extraction[name] = extract.features(
@@ -188,22 +196,26 @@ accuracy = pd.DataFrame(rows)
 # The study's layout: one row per model and state. Chance is 1 % for nearest-centroid
 # (100-way); for the logits it is 1 % at mini scale (100 classes) and 0.1 % at full scale.
 
-# %%
+# %% tags=["hide-input"]
 value_columns = ["Logits top-1 (%)", "Logits top-5 (%)", "NC penult top-1 (%)",
                  "NC penult top-5 (%)", "NC penult leave-one-out top-1 (%)"]
 table1 = accuracy[accuracy["State"] != ""][["Model", "State", "Step"] + value_columns]
 display(Markdown(f"**Table 1** ({NOTE}): accuracy at the baseline and after states."))
 display(table1.round(2).style.hide(axis="index").format(precision=2))
+display(HTML(results.links_html(results.write_table(table1, CHAPTER, "table1", parameters=P,
+                                                    extraction=extraction))))
 
 # %% [markdown]
 # ### Table 1 extended to every step
 
-# %%
+# %% tags=["hide-input"]
+per_step = accuracy[["Model", "Step", "State"] + value_columns]
 display(Markdown(f"**Accuracy at every step** ({NOTE})."))
-display(accuracy[["Model", "Step", "State"] + value_columns].round(2)
-        .style.hide(axis="index").format(precision=2))
+display(per_step.round(2).style.hide(axis="index").format(precision=2))
+display(HTML(results.links_html(results.write_table(per_step, CHAPTER, "accuracy_per_step",
+                                                    parameters=P, extraction=extraction))))
 
-# %%
+# %% tags=["hide-input"]
 long = pd.concat([
     accuracy.assign(measure="logits top-1", value=accuracy["Logits top-1 (%)"]),
     accuracy.assign(measure="nearest-centroid penult top-1", value=accuracy["NC penult top-1 (%)"]),
@@ -217,7 +229,7 @@ plotting.plt.close(fig)
 # line over normalised time $\tau = (t-1)/(T-1)$, with an open circle at step 1. Models whose
 # top areas see the image only after a delay (CORnet-RT, ConvRNN) start at chance.
 
-# %%
+# %% tags=["hide-input"]
 summary = accuracy.groupby("Model", sort=False).agg(
     steps=("step", "max"),
     first_step_top1=("Logits top-1 (%)", "first"),
@@ -227,3 +239,26 @@ summary = accuracy.groupby("Model", sort=False).agg(
 )
 display(Markdown(f"**Logit top-1 at the first, best and last step** ({NOTE})."))
 display(summary.round(2))
+display(HTML(results.links_html(results.write_table(summary, CHAPTER, "logit_top1_summary",
+                                                    parameters=P, extraction=extraction,
+                                                    index=True))))
+
+# %% [markdown]
+# ## Rerun this chapter
+#
+# With other parameters, for the whole book (every chapter gets the same `-p` pairs; add
+# `-p weights untrained` where the mini zoo is not trained):
+#
+# ```bash
+# make book PARAMS="-p models lrm3,bl,alexnet -p images_per_category 20"
+# ```
+#
+# This chapter alone, from the repository root (its tables go to
+# `book/_build/html/results/`; `papermill --help-notebook /tmp/01_model_catalogue.ipynb`
+# lists every parameter with its default):
+#
+# ```bash
+# .venv/bin/jupytext --to ipynb notebooks/01_model_catalogue.py -o /tmp/01_model_catalogue.ipynb
+# PYTHONPATH=. .venv/bin/papermill /tmp/01_model_catalogue.ipynb /tmp/01_out.ipynb \
+#     -p models lrm3,bl,alexnet -p images_per_category 20
+# ```

@@ -13,6 +13,9 @@
 # %% [markdown]
 # # Orthogonality: how far apart are the category prototypes?
 #
+# **In short:** how close to orthogonal the category prototypes are, per model, state and step
+# (the study's Fig. 2), on raw and centred prototypes, against untrained networks of 3 seeds.
+#
 # The reference study reads "learned category orthogonality" off one distribution: the 4950
 # cosine distances between the 100 category prototypes at the decision stage (its Figure 2,
 # a ridge plot). A mean near 1 with a small spread means near-orthogonal prototypes. This
@@ -20,7 +23,7 @@
 # measures on *centred* prototypes and a mean-activity control, and uses untrained networks
 # of the same architectures (several seeds) as the reference for what is *learned*.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 scale = "mini"  # "mini" (64 px, the mini zoo) or "full" (official checkpoints)
 weights = "trained"  # "trained" (mini zoo), "untrained" (random, seeded) or "official"
 probe = "tiny"  # "tiny" (Tiny-ImageNet val) or "imagenet" (the study's ImageNet val probe)
@@ -38,12 +41,12 @@ plugins = None  # modules that register your own models, e.g. "examples.conv_gru
 untrained_seeds = "0,1,2"  # seeds of the untrained reference networks
 reference_images_per_category = 10  # images per category for the comparison with untrained seeds
 
-# %%
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting
+from analysis_utils import book, catalogue, extract, geometry, plotting, results
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
@@ -55,12 +58,16 @@ REFERENCE_K = min(book.check_count(reference_images_per_category,
                                    "reference_images_per_category", minimum=2),
                   probe_set.images_per_category)
 NOTE = P.weights_label()
+CHAPTER = "03_orthogonality"  # names this chapter's result tables (book/_build/html/results/)
+#: what the tables compared with the untrained networks depend on besides P
+REFERENCE = {"chapter": P, "untrained_seeds": list(SEEDS), "reference_images_per_category":
+             REFERENCE_K}
 display(Markdown(
     f"Untrained reference: seeds {', '.join(map(str, SEEDS))} of every model, on the first "
     f"{REFERENCE_K} images of each category; every comparison with them uses those same images."
 ))
 
-# %%
+# %% tags=["hide-input"]
 labels = probe_set.labels
 features, extraction = {}, {}
 for name in P.models:
@@ -87,7 +94,7 @@ def between(X, labels=labels):
 # baseline step (solid) and the after step (dashed), with mean and SD (ddof 0). 0 marks
 # identical prototypes, 1 orthogonal ones.
 
-# %%
+# %% tags=["hide-input"]
 summary_rows = []
 for readout in ("logits", "penult"):
     rows = []
@@ -112,8 +119,12 @@ for readout in ("logits", "penult"):
                                          "cosine distances")
     display(fig)
     plotting.plt.close(fig)
+between_summary = pd.DataFrame(summary_rows)
 display(Markdown(f"**Between-prototype distances, mean ± SD (ddof 0)** ({NOTE})."))
-display(pd.DataFrame(summary_rows).round(3).style.hide(axis="index").format(precision=3))
+display(between_summary.round(3).style.hide(axis="index").format(precision=3))
+display(HTML(results.links_html(results.write_table(
+    between_summary, CHAPTER, "between_prototype_distances", parameters=P,
+    extraction=extraction))))
 
 # %% [markdown]
 # ## The distribution over every step, against untrained networks
@@ -124,7 +135,7 @@ display(pd.DataFrame(summary_rows).round(3).style.hide(axis="index").format(prec
 # band, the architecture alone explains it. Both are computed on the same reference images
 # (the first images of each category, see above), so their prototypes are equally noisy.
 
-# %%
+# %% tags=["hide-input"]
 for name in P.models:
     card = catalogue.card(name)
     if not card.recurrent:
@@ -155,9 +166,10 @@ for name in P.models:
 #
 # Where the raw mean distance and the centred measures move in opposite directions over
 # steps, the change in the raw distribution is a change of mean activity, not of category
-# structure.
+# structure. Per stage, one figure compares the raw distance with the centred cosines, one
+# shows the structure of the centred prototypes and the mean activity.
 
-# %%
+# %% tags=["hide-input"]
 ORTHO = {"raw_between_mean": "raw between mean",
          "centred_rms_cosine": "RMS centred cosine",
          "centred_mean_abs_cosine": "mean |centred cosine|",
@@ -182,17 +194,23 @@ def ortho_table(source, tag):
     return pd.concat(rows, ignore_index=True).rename(columns=ORTHO)
 
 
+FIGURES = {"raw distance and centred cosines": ["raw between mean", "RMS centred cosine",
+                                               "mean |centred cosine|"],
+           "centred structure and mean activity": ["equiangularity (SD)",
+                                                   "prototype PR / (C−1)",
+                                                   "mean-activity ratio"]}
 observed = ortho_table(compared, NOTE)
 untrained = pd.concat([ortho_table(reference[s], f"untrained seed {s}") for s in SEEDS],
                       ignore_index=True)
 for readout in ("logits", "penult"):
-    fig = plotting.plot_trajectories(observed[observed["readout"] == readout],
-                                     list(ORTHO.values()), time="normalised", note=NOTE,
-                                     reference=untrained[untrained["readout"] == readout],
-                                     title=f"{readout}: orthogonality at every step "
-                                           "(hatched: untrained seeds)")
-    display(fig)
-    plotting.plt.close(fig)
+    for topic, measures in FIGURES.items():
+        fig = plotting.plot_trajectories(observed[observed["readout"] == readout], measures,
+                                         time="normalised", note=NOTE,
+                                         reference=untrained[untrained["readout"] == readout],
+                                         title=f"{readout}: {topic} at every step "
+                                               "(hatched: untrained seeds)")
+        display(fig)
+        plotting.plt.close(fig)
 
 # %% [markdown]
 # ### Learned or architectural?
@@ -200,7 +218,7 @@ for readout in ("logits", "penult"):
 # At each model's *after* step (its only step for feedforward models): the measure, and the
 # range over the untrained seeds. "outside" marks a value beyond the untrained range.
 
-# %%
+# %% tags=["hide-input"]
 rows = []
 for name in P.models:
     card = catalogue.card(name)
@@ -218,11 +236,35 @@ for name in P.models:
                          "Readout": readout, "Measure": measure, "Value": value,
                          "Untrained min": lo, "Untrained max": hi,
                          "vs untrained": "inside" if lo <= value <= hi else "outside"})
+learned = pd.DataFrame(rows)
 display(Markdown(f"**Orthogonality at the after step vs untrained seeds** ({NOTE})."))
-display(pd.DataFrame(rows).round(3).style.hide(axis="index").format(precision=3))
+display(learned.round(3).style.hide(axis="index").format(precision=3))
+display(HTML(results.links_html(results.write_table(
+    learned, CHAPTER, "orthogonality_vs_untrained", parameters=REFERENCE,
+    extraction=extraction))))
 if P.untrained:
     display(Markdown(
         "These models are themselves untrained, so every value should fall inside the range "
         "of the untrained seeds (up to seed-to-seed variation); 'outside' here only measures "
         "how much one seed differs from the others."
     ))
+
+# %% [markdown]
+# ## Rerun this chapter
+#
+# With other parameters, for the whole book (every chapter gets the same `-p` pairs; add
+# `-p weights untrained` where the mini zoo is not trained):
+#
+# ```bash
+# make book PARAMS="-p models lrm3,bl,alexnet -p untrained_seeds 0,1,2,3,4"
+# ```
+#
+# This chapter alone, from the repository root (its tables go to
+# `book/_build/html/results/`; `papermill --help-notebook /tmp/03_orthogonality.ipynb` lists
+# every parameter with its default):
+#
+# ```bash
+# .venv/bin/jupytext --to ipynb notebooks/03_orthogonality.py -o /tmp/03_orthogonality.ipynb
+# PYTHONPATH=. .venv/bin/papermill /tmp/03_orthogonality.ipynb /tmp/03_out.ipynb \
+#     -p models lrm3,bl -p untrained_seeds 0,1,2,3,4 -p reference_images_per_category 20
+# ```

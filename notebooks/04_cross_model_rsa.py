@@ -13,6 +13,9 @@
 # %% [markdown]
 # # Cross-model RSA: do models share a category geometry?
 #
+# **In short:** how alike the category geometries of the models are (cross-model RSA and MDS,
+# the study's Fig. 3), at the named states and every step, with a bootstrap test of its claim.
+#
 # Each model state has a category geometry: the 100 x 100 matrix of cosine distances between
 # its category prototypes (its RDM). Representational similarity analysis compares these
 # matrices across models: the Spearman correlation between two RDMs' upper triangles. The
@@ -21,7 +24,7 @@
 # it to every step (each model's path through the MDS space), and tests the claim with
 # bootstrap intervals over categories.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 scale = "mini"  # "mini" (64 px, the mini zoo) or "full" (official checkpoints)
 weights = "trained"  # "trained" (mini zoo), "untrained" (random, seeded) or "official"
 probe = "tiny"  # "tiny" (Tiny-ImageNet val) or "imagenet" (the study's ImageNet val probe)
@@ -38,12 +41,12 @@ images_per_category = None  # None: all 50; fewer for a quick run
 plugins = None  # modules that register your own models, e.g. "examples.conv_gru" (see chapter 7)
 n_boot = 500  # bootstrap resamples of the categories for the claim test
 
-# %%
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting, rsa
+from analysis_utils import book, catalogue, extract, geometry, plotting, results, rsa
 from analysis_utils.errors import AnalysisUtilsError
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
@@ -58,8 +61,9 @@ if len(P.models) < 3:
     )
 probe_set = book.open_chapter(P)
 NOTE = P.weights_label()
+CHAPTER = "04_cross_model_rsa"  # names this chapter's result tables (book/_build/html/results/)
 
-# %%
+# %% tags=["hide-input"]
 labels = probe_set.labels
 features, extraction = {}, {}
 for name in P.models:
@@ -79,11 +83,12 @@ def state_tags(name):
 # %% [markdown]
 # ## Figure 3: RSA and MDS at the named states
 #
-# Top: the Spearman correlation between every two model states' RDMs (raw prototypes).
-# Bottom: metric MDS of the dissimilarity 1 − ρ (the study's settings); hollow circles are
-# recurrent baselines, arrows run from baseline to after.
+# One row per stage. Left: the Spearman correlation between every two model states' RDMs
+# (raw prototypes). Right: metric MDS of the dissimilarity 1 − ρ (the study's settings);
+# hollow circles are recurrent baselines, arrows run from baseline to after. The matrices and
+# the MDS coordinates are written as result tables.
 
-# %%
+# %% tags=["hide-input"]
 panels, rsa_frames = [], {}
 for readout, title in (("penult", "Penultimate"), ("logits", "Logits")):
     tags = [tag for name in P.models for tag in state_tags(name)]
@@ -101,6 +106,15 @@ display(Markdown(
     f"MDS stress: penult {panels[0]['stress']:.3f}, logits {panels[1]['stress']:.3f} "
     f"(the study reports 0.086 and 0.107 on its own models and probe)."
 ))
+written = []
+for (readout, frame), panel in zip(rsa_frames.items(), panels):
+    written.append(results.write_table(frame, CHAPTER, f"rsa_{readout}", parameters=P,
+                                       extraction=extraction, index=True))
+    coords = pd.DataFrame(panel["coords"], index=frame.index, columns=["MDS 1", "MDS 2"])
+    written.append(results.write_table(coords.assign(stress=panel["stress"]), CHAPTER,
+                                       f"mds_{readout}", parameters=P, extraction=extraction,
+                                       index=True))
+display(HTML(results.links_html(written)))
 
 # %% [markdown]
 # ## Every step in one MDS space
@@ -113,7 +127,7 @@ display(Markdown(
 # before it, every image gives the same features up to float rounding, so those RDMs hold
 # rounding noise and would scatter at random across the map.
 
-# %%
+# %% tags=["hide-input"]
 def image_steps(name, readout):
     """The steps at which ``readout`` of model ``name`` depends on the image."""
     X = features[name][readout]
@@ -149,7 +163,7 @@ plotting.plt.close(fig)
 # recomputing every RDM on the resampled categories (pairs of a category with its own copy are
 # dropped, as rsatoolbox does); an interval that excludes 0 supports the claim at that τ.
 
-# %%
+# %% tags=["hide-input"]
 def nearest_step(name, readout, tau):
     """The image-dependent step of model ``name`` nearest to normalised time τ."""
     steps = image_steps(name, readout)
@@ -166,7 +180,8 @@ def rdms_at(readout, tau):
     return tagged
 
 
-rng = np.random.default_rng(42)
+BOOTSTRAP_SEED = 42  # draws of the categories for the bootstrap
+rng = np.random.default_rng(BOOTSTRAP_SEED)
 n_categories = int(labels.max()) + 1
 draws = rng.integers(0, n_categories, size=(N_BOOT, n_categories))
 claim_rows, curve_rows = [], []
@@ -189,6 +204,31 @@ for tau in (0.0, 0.5, 1.0):
 claim = pd.DataFrame(claim_rows)
 display(Markdown(f"**Claim test** ({NOTE}; {N_BOOT} bootstrap resamples of the categories)."))
 display(claim.round(3).style.hide(axis="index").format(precision=3))
+display(HTML(results.links_html(results.write_table(
+    claim, CHAPTER, "claim_test", parameters={"chapter": P, "n_boot": N_BOOT,
+                                        "bootstrap_seed": BOOTSTRAP_SEED},
+    extraction=extraction))))
 fig = plotting.plot_claim_test(pd.DataFrame(curve_rows), note=NOTE)
 display(fig)
 plotting.plt.close(fig)
+
+# %% [markdown]
+# ## Rerun this chapter
+#
+# With other parameters, for the whole book (every chapter gets the same `-p` pairs; add
+# `-p weights untrained` where the mini zoo is not trained; this chapter needs at least 3
+# models):
+#
+# ```bash
+# make book PARAMS="-p models lrm3,bl,alexnet -p n_boot 1000"
+# ```
+#
+# This chapter alone, from the repository root (its tables go to
+# `book/_build/html/results/`; `papermill --help-notebook /tmp/04_cross_model_rsa.ipynb`
+# lists every parameter with its default):
+#
+# ```bash
+# .venv/bin/jupytext --to ipynb notebooks/04_cross_model_rsa.py -o /tmp/04_cross_model_rsa.ipynb
+# PYTHONPATH=. .venv/bin/papermill /tmp/04_cross_model_rsa.ipynb /tmp/04_out.ipynb \
+#     -p models lrm3,bl,alexnet -p n_boot 1000
+# ```

@@ -13,6 +13,9 @@
 # %% [markdown]
 # # Analyse your own model
 #
+# **In short:** a recurrent network written in plain PyTorch, registered in a few lines, runs
+# through every analysis of the book; here the example ConvGRU, next to BL.
+#
 # Every analysis of this book works for a recurrent network of your own, written in plain
 # PyTorch. Nothing has to subclass anything from `analysis_utils`: the model only has to reuse
 # its modules, one call per time step, as a recurrent network does. The adapter
@@ -33,7 +36,7 @@
 # This page walks through the example, `examples/conv_gru.py`: a two-layer convolutional GRU
 # that a user might write, registered in a few lines, and puts it next to BL.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 scale = "mini"  # "mini" (64 px, the mini zoo) or "full" (official checkpoints)
 weights = "trained"  # "trained" (mini zoo), "untrained" (random, seeded) or "official"
 probe = "tiny"  # "tiny" (Tiny-ImageNet val) or "imagenet" (the study's ImageNet val probe)
@@ -49,15 +52,15 @@ cache_dir = None  # the feature cache; None: $ANALYSIS_UTILS_CACHE or the user c
 images_per_category = None  # None: all 50; fewer for a quick run
 plugins = "examples.conv_gru"  # modules that register your own models when imported
 
-# %%
+# %% tags=["hide-input"]
 import importlib
 import inspect
 
 import pandas as pd
 import torch
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting
+from analysis_utils import book, catalogue, extract, geometry, plotting, results
 from analysis_utils import plugins as plugin_tools
 from analysis_utils.errors import AnalysisUtilsError
 
@@ -72,6 +75,7 @@ if not P.plugins:
     )
 probe_set = book.open_chapter(P)
 NOTE = P.weights_label()
+CHAPTER = "07_own_model"  # names this chapter's result tables (book/_build/html/results/)
 
 # %% [markdown]
 # ## The model, as its author wrote it
@@ -84,7 +88,7 @@ NOTE = P.weights_label()
 # records its output, `"path:input"` its first input (the penultimate features are often the
 # classifier's input) and `"path[k]"` one element of a tuple (an LSTM cell's `h`).
 
-# %%
+# %% tags=["hide-input"]
 for module_name in P.plugins:
     module = importlib.import_module(module_name)
     display(Markdown(f"**`{module_name}`** ({inspect.getsourcefile(module)}), registering "
@@ -98,7 +102,7 @@ for module_name in P.plugins:
 # returns `{readout: [T, N, D]}`. One row per readout: the module whose calls are recorded,
 # and the steps, images and units of two probe images.
 
-# %%
+# %% tags=["hide-input"]
 pair = [0, len(probe_set) - 1]  # first image of the first and of the last category
 own, batches = {}, {}
 for name in P.plugin_models:
@@ -106,19 +110,24 @@ for name in P.plugin_models:
     own[name] = catalogue.load(name, scale=P.scale, weights=P.weights, seed=P.seed)
     batches[name] = torch.stack([card.preprocessing[P.scale](probe_set.images[i]) for i in pair])
     display(Markdown(f"**{card.display_name}** (`{name}`), {own[name].n_steps} steps:"))
-    display(plugin_tools.readout_table(own[name], batches[name]).style.hide(axis="index"))
+    recorded = plugin_tools.readout_table(own[name], batches[name])
+    display(recorded.style.hide(axis="index"))
+    display(HTML(results.links_html(results.write_table(recorded, CHAPTER, f"readouts_{name}",
+                                                        parameters=P))))
 
 # %% [markdown]
 # Its card is filled from the registration (plain defaults where it said nothing: baseline
 # step 1, after the last step, the ImageNet preprocessing), next to the catalogue models it is
 # compared with:
 
-# %%
+# %% tags=["hide-input"]
 columns = ["model", "family", "recurrence", "mechanism", "loss timing", "steps", "baseline",
            "after", "readouts", "preprocessing", "parameters"]
 cards = catalogue.table(P.scale).set_index("name")
 shown = list(dict.fromkeys(list(P.plugin_models) + list(P.models)))
-display(cards.loc[shown, columns].reset_index(drop=True).style.hide(axis="index"))
+cards = cards.loc[shown, columns].reset_index(drop=True)
+display(cards.style.hide(axis="index"))
+display(HTML(results.links_html(results.write_table(cards, CHAPTER, "cards", parameters=P))))
 
 # %% [markdown]
 # ## A wrong number of steps gets one sentence
@@ -126,7 +135,7 @@ display(cards.loc[shown, columns].reset_index(drop=True).style.hide(axis="index"
 # The adapter counts the calls of every named module in each forward pass. Asking the same
 # model for one step more than it runs:
 
-# %%
+# %% tags=["hide-input"]
 for name, model in own.items():
     if not isinstance(model, plugin_tools.TimeResolvedAdapter):
         display(Markdown(f"`{name}` is a `TimeResolvedModel` written by hand: no hooks to count."))
@@ -145,7 +154,7 @@ for name, model in own.items():
 # invalidates them). First, accuracy at every step, as in chapter 1: logit top-1 and
 # nearest-centroid top-1 on the penultimate features.
 
-# %%
+# %% tags=["hide-input"]
 features, extraction = {}, {}
 for name in P.models:
     features[name], extraction[name] = extract.features(
@@ -164,18 +173,22 @@ for name in P.models:
                   "measure": "logits top-1", "value": logits["top1"][index]},
                  {"model": name, "step": index + 1, "n_steps": n_steps,
                   "measure": "nearest-centroid penult top-1", "value": nc["top1"][index]}]
-fig = plotting.plot_accuracy_over_steps(pd.DataFrame(rows), note=NOTE)
+accuracy = pd.DataFrame(rows)
+fig = plotting.plot_accuracy_over_steps(accuracy, note=NOTE)
 display(fig)
 plotting.plt.close(fig)
+display(HTML(results.links_html(results.write_table(
+    accuracy.drop(columns="n_steps"), CHAPTER, "accuracy_per_step", parameters=P,
+    extraction=extraction))))
 
 # %% [markdown]
 # Then chapter 2's descriptive geometry at every step, for both stages: local cluster size
 # (exemplar-to-prototype cosine distance), the mean and SD of the between-prototype
 # distances, and the effective dimension, over normalised time $\tau = (t-1)/(T-1)$
-# (feedforward models are dashed lines). Every other measure of chapters 2 to 4 runs the same
+# (feedforward models are dashed lines), two panels a row. Every other measure of chapters 2 to 4 runs the same
 # way: give the same `plugins` and `models` to those chapters.
 
-# %%
+# %% tags=["hide-input"]
 MEASURES = {"cluster_size": "cluster size (cosine)",
             "between_mean": "between-prototype mean",
             "between_sd": "between-prototype SD",
@@ -192,7 +205,7 @@ trajectories = pd.concat(tables, ignore_index=True).rename(columns=MEASURES)
 for readout in ("penult", "logits"):
     part = trajectories[trajectories["readout"] == readout]
     fig = plotting.plot_trajectories(part, list(MEASURES.values()), time="normalised",
-                                     note=NOTE, ncols=4,
+                                     note=NOTE, ncols=2,
                                      title=f"{readout}: geometry over normalised time")
     display(fig)
     plotting.plt.close(fig)
@@ -227,3 +240,22 @@ for readout in ("penult", "logits"):
 # (papermill wall time). Added to `make book`, the example costs one more extraction (about
 # 15 s cold, plus chapter 3's untrained references on 10 images per category) and one more
 # line in each figure.
+
+# %% [markdown]
+# ## Rerun this chapter
+#
+# With other parameters, for the whole book (every chapter gets the same `-p` pairs):
+#
+# ```bash
+# make book PARAMS="-p weights untrained -p plugins examples.conv_gru -p models conv_gru,bl,b"
+# ```
+#
+# This chapter alone, from the repository root (its tables go to
+# `book/_build/html/results/`; `papermill --help-notebook /tmp/07_own_model.ipynb` lists
+# every parameter with its default):
+#
+# ```bash
+# .venv/bin/jupytext --to ipynb notebooks/07_own_model.py -o /tmp/07_own_model.ipynb
+# PYTHONPATH=. .venv/bin/papermill /tmp/07_own_model.ipynb /tmp/07_out.ipynb \
+#     -p weights untrained -p plugins examples.conv_gru -p models conv_gru,bl,b
+# ```

@@ -338,6 +338,33 @@ def test_every_chapter_has_one_parameters_cell_with_the_shared_parameters():
         assert shared <= names, f"{chapter.name} lacks {sorted(shared - names)}"
 
 
+def test_every_chapter_folds_its_code_opens_with_a_summary_and_ends_with_its_rerun_command():
+    """The reader's view: every code cell (the parameters cell too) is tagged hide-input, the
+    title is followed by a two-line summary, the last cell gives the make book line and the
+    chapter's own papermill line, and the result tables are named after the chapter."""
+    import jupytext
+
+    for chapter in CHAPTERS:
+        notebook = jupytext.read(chapter)
+        code = [c for c in notebook.cells if c.cell_type == "code"]
+        unfolded = [c.source.splitlines()[0] for c in code
+                    if "hide-input" not in c.metadata.get("tags", [])]
+        assert not unfolded, f"{chapter.name}: code cells without hide-input: {unfolded}"
+        title = notebook.cells[0].source.splitlines()
+        assert title[0].startswith("# ") and title[1] == "", chapter.name
+        summary = title[2:title.index("", 2)]
+        assert summary[0].startswith("**In short:**") and len(summary) == 2, chapter.name
+        last = notebook.cells[-1]
+        assert last.cell_type == "markdown", chapter.name
+        assert last.source.startswith("## Rerun this chapter"), chapter.name
+        assert 'make book PARAMS="' in last.source, chapter.name
+        assert f"jupytext --to ipynb notebooks/{chapter.name}" in last.source, chapter.name
+        assert f".venv/bin/papermill /tmp/{chapter.stem}.ipynb" in last.source, chapter.name
+        text = chapter.read_text()
+        assert f'CHAPTER = "{chapter.stem}"' in text and "results.write_table(" in text
+        assert "results.links_html(" in text, chapter.name
+
+
 def _probe_dir() -> str | None:
     data = os.environ.get("ANALYSIS_UTILS_DATA")
     if data and (Path(data) / "tiny-imagenet-200").is_dir():
@@ -361,6 +388,8 @@ def test_chapter_runs_under_papermill(chapter, tmp_path, tiny_cache, monkeypatch
     import papermill
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # as make book: chapter 7's plug-in, examples/
+    tables = tmp_path / "results"
+    monkeypatch.setenv("ANALYSIS_UTILS_RESULTS", str(tables))  # not the repository's book
 
     source = tmp_path / f"{chapter}.src.ipynb"
     jupytext.write(jupytext.read(ROOT / "notebooks" / f"{chapter}.py"), source)
@@ -378,6 +407,11 @@ def test_chapter_runs_under_papermill(chapter, tmp_path, tiny_cache, monkeypatch
     text = output.read_text()
     assert "UNTRAINED" in text
     assert "image/png" in text  # at least one figure
+    written = sorted(tables.glob(f"{chapter}_*.csv"))
+    assert written, f"{chapter} wrote no result table"
+    for csv in written:  # each with its sidecar, and linked from the chapter
+        assert csv.with_suffix(".meta.json").is_file()
+        assert f"results/{csv.name}" in text
 
     bad = tmp_path / f"{chapter}.bad.ipynb"
     with pytest.raises(papermill.PapermillExecutionError, match="Unknown model 'resnet'"):

@@ -320,6 +320,7 @@ def test_a_chapter_runs_for_the_example_next_to_bl(tmp_path, real_tiny_dir, monk
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("ANALYSIS_UTILS_RESULTS", str(tmp_path / "results"))  # not the book's
     source = tmp_path / "02_dynamics.src.ipynb"
     jupytext.write(jupytext.read(ROOT / "notebooks" / "02_dynamics.py"), source)
     output = tmp_path / "02_dynamics.ipynb"
