@@ -30,7 +30,7 @@ WEIGHT_KINDS = ("trained", "untrained", "official")
 PROBES = ("tiny", "imagenet")
 STAGE_READOUTS = ("penult", "logits")
 CHAPTERS = ("01_model_catalogue", "02_dynamics", "03_orthogonality", "04_cross_model_rsa",
-            "07_own_model")
+            "05_findings", "07_own_model")
 
 
 @dataclass(frozen=True)
