@@ -444,3 +444,49 @@ def test_bf16_autocast_and_compile_train_the_same_architecture(data_dir, tmp_pat
     assert entry["config"]["speed_options"] == "bf16-autocast"
     model = catalogue.load("_train_test_final", weights=tmp_path / "_train_test_final.safetensors")
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_batch_norm_recalibration_sets_the_plain_mean_and_variance_of_the_data():
+    model = TinyRecurrent(3)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (30, 3, 64, 64), dtype=torch.uint8, generator=generator)
+    data = train.ImageSet(images, torch.zeros(30, dtype=torch.int64))
+    preprocessing = mini_imagenet(64)
+    model.eval()
+    assert train.recalibrate_batch_norm(model, data, preprocessing, batch_size=10)
+    assert not model.training and model.norms[0].momentum == 0.1  # restored
+    with torch.no_grad():  # step 1: the norm's input is stem(x) + lateral(0)
+        x = train.normalizer(preprocessing)(images)
+        drive = model.stem(x) + model.lateral.bias[None, :, None, None]
+    expected_mean = drive.mean(dim=(0, 2, 3))
+    assert torch.allclose(model.norms[0].running_mean, expected_mean, atol=1e-5)
+    # the average over the three batches of their unbiased variances
+    batches = [drive[i:i + 10] for i in range(0, 30, 10)]
+    variances = torch.stack([b.transpose(0, 1).reshape(8, -1).var(dim=1) for b in batches])
+    assert torch.allclose(model.norms[0].running_var, variances.mean(dim=0), atol=1e-4)
+    assert not train.recalibrate_batch_norm(nn.Sequential(nn.Linear(2, 2)), data, preprocessing)
+
+
+def test_a_saved_model_gets_its_batch_norm_statistics_recomputed(data_dir, tmp_path):
+    common = dict(archives=data_dir, epochs=2, device="cpu", batch_size=16,
+                  max_classes=N_CLASSES, lr=1e-2, log=lambda line: None)
+    train.train_model("_train_test_final", out_dir=tmp_path, bn_recalibration_per_class=0,
+                      **common)
+    before = train.read_manifest(tmp_path)["models"]["_train_test_final"]
+    old = load_file(tmp_path / "_train_test_final.safetensors")
+    train_data = train.load_training_data(data_dir, max_classes=N_CLASSES)
+    val = train.load_validation_data(data_dir, max_classes=N_CLASSES)
+    entry = train.recalibrate_saved_model("_train_test_final", tmp_path, train_data=train_data,
+                                          val_data=val, per_class=4, log=lambda line: None)
+    path = tmp_path / "_train_test_final.safetensors"
+    assert entry["sha256"] == file_sha256(path) != before["sha256"]
+    assert train.read_manifest(tmp_path)["models"]["_train_test_final"] == entry
+    assert entry["config"]["bn_recalibration_per_class"] == 4
+    loaded = catalogue.load("_train_test_final", weights=path)
+    prep = catalogue.card("_train_test_final").preprocessing["mini"]
+    assert train.evaluate(loaded, val, prep, nearest_centroid=True) == entry["accuracy"]
+    new = load_file(path)  # only the BatchNorm statistics changed
+    changed = sorted(k for k in old if not torch.equal(old[k], new[k]))
+    assert changed and all("running" in k or "num_batches" in k for k in changed)
+    with pytest.raises(AnalysisUtilsError, match="has no entry for 'b'"):
+        train.recalibrate_saved_model("b", tmp_path, train_data=train_data, val_data=val)
