@@ -14,7 +14,9 @@ study's two states to every time step:
 Functions that say so accept features ``[N, D]`` or a batch over steps ``[T, N, D]`` and then
 return one value per step, computed as one batched tensor operation. Where a measure needs an
 ``N x N`` or ``D x D`` matrix per step (k-NN, effective dimension) it runs one step at a time to
-bound memory. Labels are any integers. Steps are numbered from 1 in every table a reader sees.
+bound memory. Labels are any integers; a measure built on prototypes needs at least 2 exemplars
+per category (with 1, each exemplar is its own prototype). Steps are numbered from 1 in every
+table a reader sees.
 
 Measures that are ours rather than the study's are labelled as such in their docstrings: the
 leave-one-out nearest-centroid accuracy, the centred orthogonality measures and the
@@ -95,8 +97,19 @@ def as_features(X, name: str = "X", allow_steps: bool = True) -> torch.Tensor:
     return X
 
 
-def as_labels(labels, n: int, device=None, min_classes: int = 2) -> Labels:
-    """Resolve integer ``labels`` for ``n`` exemplars; classes are the sorted unique labels."""
+#: exemplars per category that a measure built on prototypes needs: with 1, each exemplar is
+#: its own prototype, so its distance to it is 0 and a change of it (for example "Δ Cluster
+#: Size (%)" of -100) means nothing
+MIN_PER_PROTOTYPE = 2
+
+
+def as_labels(labels, n: int, device=None, min_classes: int = 2,
+              min_per_class: int = MIN_PER_PROTOTYPE) -> Labels:
+    """Resolve integer ``labels`` for ``n`` exemplars; classes are the sorted unique labels.
+
+    ``min_classes`` categories are needed, each with at least ``min_per_class`` exemplars
+    (the default, 2, is what every measure built on prototypes needs).
+    """
     if isinstance(labels, torch.Tensor):
         values = labels.detach().cpu().numpy()
     else:
@@ -117,6 +130,14 @@ def as_labels(labels, n: int, device=None, min_classes: int = 2) -> Labels:
         raise AnalysisUtilsError(
             f"This measure needs at least {min_classes} categories, got {classes.size}."
         )
+    short = np.flatnonzero(counts < min_per_class)
+    if short.size:
+        raise AnalysisUtilsError(
+            f"This measure builds category prototypes and needs at least {min_per_class} "
+            f"exemplars per category (with 1, each image is its own prototype), but "
+            f"{short.size} of the {classes.size} categories have fewer (category "
+            f"{classes[short[0]]} has {counts[short[0]]}); drop them or add images."
+        )
     return Labels(
         classes=torch.from_numpy(classes).to(device),
         index=torch.from_numpy(index.reshape(-1)).to(device),
@@ -127,15 +148,6 @@ def as_labels(labels, n: int, device=None, min_classes: int = 2) -> Labels:
 def _check_choice(what, value, valid):
     if value not in valid:
         raise choice_error(what, value, valid)
-
-
-def _require_min_count(lab: Labels, minimum: int, why: str) -> None:
-    smallest = int(lab.counts.min())
-    if smallest < minimum:
-        raise AnalysisUtilsError(
-            f"{why} needs at least {minimum} exemplars per category, but one category has "
-            f"{smallest}; drop it or add images."
-        )
 
 
 def _steps_or_single(value: torch.Tensor, batched: bool):
@@ -162,7 +174,8 @@ def prototypes(X, labels) -> torch.Tensor:
     Rows are ordered by sorted unique label, as in the study.
     """
     X = as_features(X)
-    return _prototypes(X, as_labels(labels, X.shape[-2], X.device, min_classes=1))
+    return _prototypes(X, as_labels(labels, X.shape[-2], X.device, min_classes=1,
+                                    min_per_class=1))
 
 
 def _exemplar_distances(X: torch.Tensor, lab: Labels, metric: str = "cosine",
@@ -462,8 +475,6 @@ def nearest_centroid_accuracy(X, labels, leave_one_out: bool = False) -> dict:
     """
     X = as_features(X)
     lab = as_labels(labels, X.shape[-2], X.device)
-    if leave_one_out:
-        _require_min_count(lab, 2, "The leave-one-out nearest-centroid accuracy")
     batched = X.dim() == 3
     if not batched:
         top1, top5 = _topk_hits(_nearest_centroid_scores(X, lab, leave_one_out), lab.index)
@@ -548,7 +559,7 @@ def knn_category_preservation(X, labels, max_k: int = 50):
     if int(max_k) != max_k or not 2 <= max_k <= n:
         raise AnalysisUtilsError(f"max_k must be an integer from 2 to N = {n}, got {max_k}.")
     max_k = int(max_k)
-    lab = as_labels(labels, n, X.device, min_classes=1)
+    lab = as_labels(labels, n, X.device, min_classes=1, min_per_class=1)  # no prototypes
     ks = np.arange(2, max_k + 1)
     states = X if X.dim() == 3 else X.unsqueeze(0)
     pct = np.stack([
@@ -653,7 +664,6 @@ def trajectory(features, labels, logits_class_index=None) -> pd.DataFrame:
             f"features must have the layout [T, N, D], got shape {tuple(features.shape)}."
         )
     lab = as_labels(labels, features.shape[1], features.device, min_classes=3)
-    _require_min_count(lab, 2, "The trajectory (it includes leave-one-out accuracy)")
     chunk = _steps_per_block(features)
     tables = [_trajectory_rows(features[start:start + chunk], lab, start + 1)
               for start in range(0, features.shape[0], chunk)]

@@ -24,13 +24,7 @@ import pandas as pd
 import torch
 
 from .errors import AnalysisUtilsError, choice_error
-from .geometry import (
-    _check_pair,
-    _masked_mean_pct_change,
-    _prototypes,
-    as_labels,
-    upper_triangle,
-)
+from .geometry import _PCT_FLOOR, _check_pair, _prototypes, as_labels
 
 # --------------------------------------------------------------------------------------------
 # local test: linear mixed-effects model
@@ -284,44 +278,161 @@ def swap_masks(rng: np.random.Generator, n_perm: int, n: int) -> np.ndarray:
     return rng.random((n_perm, n)) < 0.5
 
 
-class _ClassBlocks:
-    """Exemplars regrouped as [C, n_max] slots (padded), so class sums become one bmm."""
+def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = a @ b`` for stacks of matrices. On a CPU the product runs in numpy on the same
+    memory: numpy's OpenBLAS ran these shapes 1.6-2x faster than torch's MKL on the AMD CPU
+    of benchmarks/permutation.py (MKL takes its AVX2 path there). On a GPU it is torch's."""
+    if out.device.type == "cpu":
+        np.matmul(a.numpy(), b.numpy(), out=out.numpy())
+        return out
+    return torch.matmul(a, b, out=out)
 
-    def __init__(self, lab, n: int, device):
+
+def _between_change(grams: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """"Δ Between-Proto (%)" [B] from the centred prototypes' Gram matrices of both states
+    stacked, [2 (before, after), B, C, C].
+
+    Cosines are ``G / (n n^T)`` with the norms ``n = sqrt(diag G)`` clamped at 1e-12 (as
+    ``F.normalize``); the study's per-pair % change of the distance, ``(d_after - d_before) /
+    d_before * 100`` with ``d = 1 - cos``, is ``(cos_before - cos_after) / d_before * 100``,
+    averaged over the pairs c < c' (``upper``: 1 above the diagonal, else 0) whose
+    ``d_before`` exceeds 1e-12. Whole matrices with 0/1 weights are faster on a CPU than
+    gathering the triangle or ``torch.where``; an excluded entry is divided by at least 1e-12,
+    so it stays finite before its weight 0 removes it.
+    """
+    norms = torch.diagonal(grams, dim1=-2, dim2=-1).clamp_min(0).sqrt().clamp_min(1e-12)
+    cos_before, cos_after = (grams / norms.unsqueeze(-1)).div_(norms.unsqueeze(-2))
+    baseline = 1.0 - cos_before
+    weight = (baseline > _PCT_FLOOR) * upper
+    change = cos_before.sub_(cos_after).div_(baseline.clamp_min_(_PCT_FLOOR)).mul_(weight)
+    return change.sum((-2, -1)) * 100.0 / weight.sum((-2, -1))
+
+
+class _SwapAlgebra:
+    """What a swap does to the centred prototypes' Gram matrices, for batches of swap masks.
+
+    A swap adds ``E[c] = sum_{i in c} swap_i (x_after_i - x_before_i) / n_c`` to the before
+    prototype of class c and subtracts it from the after prototype. With ``P`` a state's
+    centred prototypes (so ``H P = P`` for the centring matrix H) and ``G = P P^T``, the swapped
+    centred prototypes have the Gram matrices
+
+    - before: ``G_before + X_before H + H X_before^T + H E E^T H``,
+    - after:  ``G_after - X_after H - H X_after^T + H E E^T H``,
+
+    with ``X = P E^T`` for that state's ``P``. The change common to all exemplars, ``mu`` (the
+    mean of ``x_after - x_before``), is taken out before anything is rounded to ``dtype``:
+    ``E = Ẽ + phi mu^T`` with ``phi[c]`` the fraction of class c swapped and ``Ẽ[c] = sum_{i in
+    c} swap_i w_i``, ``w_i = (x_after_i - x_before_i - mu) / n_c``. Then ``X = P Ẽ^T + (P mu)
+    phi^T`` and ``E E^T = Ẽ Ẽ^T + a phi^T + phi a^T + |mu|^2 phi phi^T`` with ``a = Ẽ mu``.
+    Since ``(P Ẽ^T)[c, c'] = sum_{i in c'} swap_i (P_c . w_i)``, Ẽ, both ``P Ẽ^T`` and ``a``
+    come from one product per class: the masks of its exemplars [B, n_c] times its rows of
+    ``[w | w P_before^T | w P_after^T | w . mu]`` [n_c, D + 2C + 1]; ``Ẽ Ẽ^T`` is one batched
+    product. In entries, with ``x[c]`` the row means of X and ``f[c]`` those of ``E E^T`` less
+    half their mean, ``(X H + H X^T)[c, c'] = X[c, c'] + X[c', c] - x[c] - x[c']`` and ``(H E
+    E^T H)[c, c'] = (E E^T)[c, c'] - f[c] - f[c']``. The two products run in ``dtype`` and
+    everything else in float64, so float32 rounds only the part of the change a swap makes
+    that is not common to all classes, which the centring H would otherwise cancel.
+    """
+
+    def __init__(self, Xb: torch.Tensor, Xa: torch.Tensor, lab, dtype: torch.dtype,
+                 batch_size: int):
+        device = Xb.device
+        n, dim = Xb.shape
         counts = lab.counts.cpu().numpy()
         index = lab.index.cpu().numpy()
-        self.n_classes, self.width = counts.size, int(counts.max())
+        c = counts.size
+        self.n, self.dim, self.n_classes = n, dim, c
+        self.batch_size, self.dtype, self.device = batch_size, dtype, device
+        # slots[c, k]: the k-th exemplar of class c; slots past a class's size point at the
+        # extra column n, which never holds a swap
         order = np.argsort(index, kind="stable")
-        rank_in_class = np.empty(n, dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rank_in_class[order] = np.arange(n) - np.repeat(starts, counts)
-        #: flat slot (class * width + rank within class) of each exemplar
-        self.slot = torch.from_numpy(index * self.width + rank_in_class).to(device)
+        rank = np.arange(n) - np.repeat(starts, counts)
+        slots = np.full((c, int(counts.max())), n, dtype=np.int64)
+        slots[index[order], rank] = order
+        self.slots = torch.from_numpy(slots.reshape(-1)).to(device)
+        self.counts = lab.counts.to(dtype)
 
-    def blocks(self, rows: torch.Tensor) -> torch.Tensor:
-        """[N, ...] -> [C, n_max, ...] with zero padding."""
-        out = rows.new_zeros((self.n_classes * self.width,) + tuple(rows.shape[1:]))
-        out[self.slot] = rows
-        return out.view(self.n_classes, self.width, *rows.shape[1:])
+        before, after = Xb.double(), Xa.double()
+        proto_before, proto_after = _prototypes(before, lab), _prototypes(after, lab)
+        centred_before = proto_before - proto_before.mean(0, keepdim=True)
+        centred_after = proto_after - proto_after.mean(0, keepdim=True)
+        # G of both states [2, C, C], P mu [2, C] and the sign of X in each; the pairs c < c'
+        self.grams = torch.stack([centred_before @ centred_before.T,
+                                  centred_after @ centred_after.T])
+        common = (after - before).mean(0)  # mu [D]
+        self.common_sq = float(common @ common)
+        self.common_cross = torch.stack([centred_before @ common, centred_after @ common])
+        self.signs = torch.tensor([1.0, -1.0], dtype=torch.float64,
+                                  device=device).view(2, 1, 1, 1)
+        self.upper = torch.ones_like(self.grams[0]).triu(1)
+        weighted = (after - before - common) / lab.counts.double()[lab.index].unsqueeze(1)
+        rows = torch.zeros(n + 1, dim + 2 * c + 1, dtype=dtype, device=device)
+        rows[:n, :dim] = weighted
+        rows[:n, dim:dim + c] = weighted @ centred_before.T
+        rows[:n, dim + c:dim + 2 * c] = weighted @ centred_after.T
+        rows[:n, -1] = weighted @ common
+        self.class_rows = rows[self.slots].view(c, -1, rows.shape[1])
+        # buffers reused by every batch (fresh ones per batch cost page faults on a CPU)
+        self.swaps = torch.zeros(batch_size, n + 1, dtype=dtype, device=device)
+        self.products = torch.empty(c, batch_size, rows.shape[1], dtype=dtype, device=device)
+        self.shift_grams = torch.empty(batch_size, c, c, dtype=dtype, device=device)
+        # masks per step of the float64 part: on a CPU 13 for C = 100, so its temporaries
+        # stay in cache (measured 1.3-3x faster than the whole batch); on a GPU the batch
+        self.chunk = batch_size if device.type == "cuda" else max(1, 2**17 // c**2)
+
+    def observed(self) -> float:
+        """The statistic with no swaps."""
+        return float(_between_change(self.grams.unsqueeze(1), self.upper)[0])
+
+    def null(self, masks: np.ndarray) -> np.ndarray:
+        """The statistic for each of up to ``batch_size`` swap masks [B, N]."""
+        count = masks.shape[0]
+        self.swaps[:count, :self.n] = torch.from_numpy(masks).to(self.device)
+        self.swaps[count:] = 0  # a short last batch: the rest swap nothing
+        class_swaps = self.swaps.index_select(1, self.slots).view(self.batch_size,
+                                                                  self.n_classes, -1)
+        fractions = class_swaps.sum(-1) / self.counts  # phi [B, C]
+        products = _matmul(class_swaps.transpose(0, 1), self.class_rows, self.products)
+        shift = products[:, :, :self.dim].transpose(0, 1)  # Ẽ for each mask [B, C, D]
+        shift_grams = _matmul(shift, shift.transpose(1, 2), self.shift_grams)
+        null = np.empty(count)
+        for start in range(0, count, self.chunk):
+            stop = min(start + self.chunk, count)
+            null[start:stop] = self._statistic(products[:, start:stop], shift_grams[start:stop],
+                                               fractions[start:stop]).cpu().numpy()
+        return null
+
+    def _statistic(self, products: torch.Tensor, shift_gram: torch.Tensor,
+                   fractions: torch.Tensor) -> torch.Tensor:
+        """The statistic [k] from the class products [C, k, D + 2C + 1], ``Ẽ Ẽ^T`` [k, C, C]
+        and ``phi`` [k, C], with both states as one stack [2 (before, after), k, C, C]."""
+        c, k = self.n_classes, shift_gram.shape[0]
+        phi = fractions.double()
+        # E E^T = Ẽ Ẽ^T + b phi^T + phi b^T with b = a + |mu|^2 phi / 2, as one product
+        b = products[:, :, -1].T.double() + self.common_sq / 2 * phi
+        shift_gram = torch.baddbmm(shift_gram.double(), torch.stack([b, phi], 2),
+                                   torch.stack([phi, b], 1))
+        f = shift_gram.mean(-1)
+        f = f - f.mean(-1, keepdim=True) / 2  # [k, C]
+        # cross[s, b, c', c] = X[c, c'] for state s, signed +1 before and -1 after; its mean
+        # over c' is the row mean x[c]
+        cross = products[:, :, self.dim:-1].reshape(c, k, 2, c).permute(2, 1, 0, 3).double()
+        cross = cross.addcmul(self.common_cross.view(2, 1, 1, c), phi.view(1, k, c, 1))
+        cross = cross * self.signs
+        row = cross.mean(2) + f  # [2, k, C]
+        grams = self.grams.unsqueeze(1) + shift_gram  # [2, k, C, C]
+        grams += cross + cross.transpose(-1, -2)
+        grams -= row.unsqueeze(-1)
+        grams -= row.unsqueeze(-2)
+        return _between_change(grams, self.upper)
 
 
-def _cosine_distances_from_gram(gram: torch.Tensor) -> torch.Tensor:
-    """Upper-triangle cosine distances [B, C (C - 1) / 2] from Gram matrices [B, C, C].
-
-    The same numbers as normalising rows (``F.normalize``, eps 1e-12) and taking ``1 - u u^T``.
-    """
-    norms = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(0).sqrt().clamp_min(1e-12)
-    return upper_triangle(1.0 - gram / (norms.unsqueeze(-1) * norms.unsqueeze(-2)))
-
-
-def _column_centred(matrix: torch.Tensor) -> torch.Tensor:
-    """``A H`` with the centring matrix H: subtract each row's mean."""
-    return matrix - matrix.mean(dim=-1, keepdim=True)
-
-
-def _double_centred(gram: torch.Tensor) -> torch.Tensor:
-    """``H G H``: the Gram matrix of the rows after subtracting their mean row."""
-    return _column_centred(gram) - _column_centred(gram).mean(dim=-2, keepdim=True)
+def _is_positive_integer(value) -> bool:
+    """An integer >= 1 (a float with an integer value counts; a bool or a string does not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return float(value).is_integer() and value >= 1
 
 
 def _p_values(null: np.ndarray, observed: float) -> dict:
@@ -338,7 +449,7 @@ def _p_values(null: np.ndarray, observed: float) -> dict:
 
 def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: int = 42,
                         batch_size: int | None = None, device=None,
-                        dtype: torch.dtype = torch.float64) -> PermutationResult:
+                        dtype: torch.dtype = torch.float32) -> PermutationResult:
     """The study's global test: is the change in between-prototype distance beyond chance?
 
     Statistic: "Δ Between-Proto (%)" (mean over prototype pairs of the % change of the cosine
@@ -348,30 +459,32 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
     the statistic is recomputed.
 
     Instead of cloning and re-averaging the features per permutation, a swapped prototype is
-    the original plus the masked class mean of the differences: ``P_before' = P_before + E``
-    and ``P_after' = P_after - E`` with ``E[c] = (1/n_c) sum_{i in c} swap_i (x_after_i -
-    x_before_i)``. For ``batch_size`` permutations at once, E is one batched matrix product
-    over classes, and the centred prototypes' Gram matrices follow from
-    ``G' = G ± (P E^T H + H E P^T) + H E E^T H`` (H the centring matrix), so only [B, C, C]
-    Gram matrices are formed per state; cosine distances come from the Gram matrices.
+    the original plus the masked class sum of the differences, and for ``batch_size``
+    permutations at once the centred prototypes' Gram matrices [B, C, C] follow from two
+    batched matrix products (see :class:`_SwapAlgebra`); cosine distances come from the Gram
+    matrices.
 
-    The arithmetic runs in ``dtype`` (float64 by default, so the batched algebra adds no
-    rounding of its own and the null equals a float64 loop to ~1e-12 and the study's float32
-    loop to its float32 rounding; float32 is about 1.5-3x faster on this CPU and more on a GPU,
-    but carries float32 rounding, amplified when the states differ by a large common shift)
-    on ``device`` (default: the features' device). ``batch_size`` defaults to about 8 MB (CPU;
-    larger batches measured up to 2.5x slower there, their allocations cost page faults) or
-    512 MB (GPU) of class sums ``[C, B, D]`` per batch. The observed value is computed by the
-    same code with no swaps (it equals "Δ Between-Proto (%)" of
-    :func:`analysis_utils.geometry.pair_metrics`). Returns a :class:`PermutationResult` with
-    the study's p-values (two-tailed ``mean(|null| >= |obs|)``, ``mean(null >= obs)``,
-    ``mean(null <= obs)``; no +1), their ``(k + 1) / (n + 1)`` versions and the null.
+    The two products run in ``dtype`` (float32 by default; float64 is an option) and
+    everything else in float64, with the change common to all exemplars taken out first, so
+    float32 rounds only the class-specific part of the change a swap makes. The float32 null
+    equals the float64 one to 3e-10 (5000 x 1000) and 8e-11 (5000 x 4096) in the statistic's
+    % units on the states of benchmarks/permutation.py, and to 2e-7 when a common change of 5
+    is added to every feature; tests/test_stats.py checks 1e-6 and that both equal the
+    study's loop. The work runs on ``device`` (default: the features' device); on a CPU the
+    products go through numpy's BLAS (see :func:`_matmul`). ``batch_size`` defaults to about
+    64 MB (CPU) or 512 MB (GPU) of class products ``[C, B, D + 2C + 1]`` per batch, in buffers
+    reused from batch to batch. The observed value is computed in float64 from the same Gram
+    matrices with no swap (it equals "Δ Between-Proto (%)" of
+    :func:`analysis_utils.geometry.pair_metrics`). Every category needs at least 2 exemplars.
+    Returns a :class:`PermutationResult` with the study's p-values (two-tailed ``mean(|null|
+    >= |obs|)``, ``mean(null >= obs)``, ``mean(null <= obs)``; no +1), their ``(k + 1) / (n +
+    1)`` versions and the null.
     """
-    if int(n_perm) != n_perm or n_perm < 1:
-        raise AnalysisUtilsError(f"n_perm must be a positive integer, got {n_perm}.")
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+    if not _is_positive_integer(n_perm):
+        raise AnalysisUtilsError(f"n_perm must be a positive integer, got {n_perm!r}.")
+    if batch_size is not None and not _is_positive_integer(batch_size):
         raise AnalysisUtilsError(
-            f"batch_size must be a positive integer or None, got {batch_size}."
+            f"batch_size must be a positive integer or None, got {batch_size!r}."
         )
     if dtype not in (torch.float32, torch.float64):
         raise AnalysisUtilsError(f"dtype must be torch.float32 or torch.float64, got {dtype}.")
@@ -379,55 +492,23 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
     device = torch.device(device) if device is not None else Xb.device
     n, dim = Xb.shape
     lab = as_labels(labels, n, device)
-    Xb, Xa = Xb.to(device=device, dtype=dtype), Xa.to(device=device, dtype=dtype)
+    n_perm = int(n_perm)
+    if batch_size is None:
+        budget = 2**29 if device.type == "cuda" else 2**26
+        row_bytes = lab.n_classes * (dim + 2 * lab.n_classes + 1) * dtype.itemsize
+        batch_size = min(1024, max(8, budget // row_bytes))
+    batch_size = min(int(batch_size), n_perm)
 
-    # Centred prototypes of both states and their Gram matrices G = P P^T [C, C].
-    proto_before = _prototypes(Xb, lab)
-    proto_after = _prototypes(Xa, lab)
-    centred_before = proto_before - proto_before.mean(0, keepdim=True)
-    centred_after = proto_after - proto_after.mean(0, keepdim=True)
-    gram_before = centred_before @ centred_before.T
-    gram_after = centred_after @ centred_after.T
-
-    # A swap adds E[c] = sum_{i in c} swap_i (x_after_i - x_before_i) / n_c to the before
-    # prototype of class c and subtracts it from the after prototype; centring subtracts the
-    # class mean of E. With the differences already divided by their class size, the class
-    # sums become one batched product over classes. The cross terms P E^T are built from
-    # Q = P (weighted differences)^T [C, N], so no [B, C, D] product per state is needed.
-    blocks = _ClassBlocks(lab, n, device)
-    weighted_diff = (Xa - Xb) / lab.counts.to(dtype)[lab.index].unsqueeze(1)
-    diff_blocks = blocks.blocks(weighted_diff)  # [C, n_max, D]
-    cross_before_blocks = blocks.blocks(weighted_diff @ centred_before.T).transpose(1, 2)
-    cross_after_blocks = blocks.blocks(weighted_diff @ centred_after.T).transpose(1, 2)
-
-    observed = float(_masked_mean_pct_change(_cosine_distances_from_gram(gram_before[None]),
-                                             _cosine_distances_from_gram(gram_after[None]))[0])
-    if batch_size is None:  # [C, B, D] class sums of ~8 MB on a CPU, ~512 MB on a GPU
-        budget = 2**29 if device.type == "cuda" else 2**23
-        batch_size = min(1024, max(16, budget // (lab.n_classes * dim * Xb.element_size())))
-    batch_size = int(batch_size)
-
-    rng = np.random.default_rng(seed)
-    null = np.empty(int(n_perm), dtype=np.float64)
-    for start in range(0, int(n_perm), batch_size):
-        count = min(batch_size, int(n_perm) - start)
-        swap = torch.from_numpy(swap_masks(rng, count, n)).to(device=device, dtype=dtype)
-        swap_blocks = blocks.blocks(swap.T)  # [C, n_max, B]
-        shift = torch.bmm(swap_blocks.transpose(1, 2), diff_blocks)  # [C, B, D]: E per perm
-        shift = shift.transpose(0, 1)  # [B, C, D], a strided view
-        shift_gram = _double_centred(torch.matmul(shift, shift.transpose(1, 2)))  # Ẽ Ẽ^T
-        # P_centred E^T, then centred over E's class: [C', C, B] -> [B, C, C']
-        cross_before = _column_centred(torch.bmm(cross_before_blocks, swap_blocks).permute(2, 1, 0))
-        cross_after = _column_centred(torch.bmm(cross_after_blocks, swap_blocks).permute(2, 1, 0))
-        swapped_before = gram_before + cross_before + cross_before.transpose(1, 2) + shift_gram
-        swapped_after = gram_after - cross_after - cross_after.transpose(1, 2) + shift_gram
-        null[start:start + count] = _masked_mean_pct_change(
-            _cosine_distances_from_gram(swapped_before),
-            _cosine_distances_from_gram(swapped_after),
-        ).cpu().numpy()
-
+    with torch.no_grad():
+        algebra = _SwapAlgebra(Xb.to(device), Xa.to(device), lab, dtype, batch_size)
+        rng = np.random.default_rng(seed)
+        null = np.empty(n_perm, dtype=np.float64)
+        for start in range(0, n_perm, batch_size):
+            count = min(batch_size, n_perm - start)
+            null[start:start + count] = algebra.null(swap_masks(rng, count, n))
+        observed = algebra.observed()
     return PermutationResult(observed=observed, **_p_values(null, observed), null=null,
-                             n_perm=int(n_perm), seed=int(seed))
+                             n_perm=n_perm, seed=int(seed))
 
 
 # --------------------------------------------------------------------------------------------

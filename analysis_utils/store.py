@@ -8,6 +8,10 @@ readout and the model code's version: change any of them and the entry is a diff
 
 Writes are atomic: each file goes to a temporary name in the same folder and is renamed into
 place, tensors first and the JSON last, so an entry counts as complete only once its JSON exists.
+Overwriting an entry removes its old JSON before the new tensor file is renamed into place, so
+a JSON always describes the tensor file beside it. A process killed at any point of a write
+(tests/test_store.py kills one) leaves at most an entry without its JSON, which reads as absent,
+and temporary ``.part`` files, which are never read.
 An entry that fails to read is reported with a warning and treated as absent (the caller
 recomputes and overwrites it). No pickle anywhere.
 
@@ -70,6 +74,7 @@ def save(root: str | os.PathLike, model: str, spec: dict, features: torch.Tensor
         record = {"key": entry_key, "spec": spec, "metadata": metadata,
                   "shape": list(features.shape), "bytes": tmp_tensor.stat().st_size}
         tmp_meta.write_text(json.dumps(record, indent=1, sort_keys=True))
+        meta_path.unlink(missing_ok=True)  # an old entry is incomplete from here on
         os.replace(tmp_tensor, tensor_path)
         os.replace(tmp_meta, meta_path)  # last: the entry is complete from here on
     finally:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import psutil
+from _machine import load_note
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,6 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="book-benchmark-cache-") as cache:
         env = {**os.environ, "ANALYSIS_UTILS_DATA": args.data_dir,
                "ANALYSIS_UTILS_CACHE": cache}
+        print(f"before: {load_note()}")
         print(f"make book PARAMS=\"{args.params}\" on {os.cpu_count()} CPUs")
         for index in range(1 + args.warm):
             kind = "cold" if index == 0 else "warm"
@@ -100,6 +102,7 @@ def main() -> None:
             print(f"{kind}: {result['wall']:.1f} s (load before {result['load']:.2f}; peak PSS "
                   f"{result['peak_pss'] / 2**30:.2f} GiB); chapters: {chapters}")
             print(f"      {result['prefill']}")
+        print(f"after: {load_note()}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Mini scale on the tiny probe (default 100 categories x 50 images), untrained wei
     .venv/bin/python benchmarks/extract.py --data-dir /tmp/tinyprobe --threads 1
 
 ``--threads`` sets torch's intra-op threads (default: torch's choice). The load average is
-printed with the results: the machine may be shared, so compare runs made under the same load.
+printed before and after (see ``_machine.py``): times from a busy machine are not valid.
 
 With ``--full-gpu`` (and CUDA), also full-scale models with random weights on ``--full-images``
 copies of one generated 500x375 image, against a bare forward loop over the same number of
@@ -18,13 +18,13 @@ preprocessed images already on the GPU. Targets (issue 7): all seven mini models
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import load_note
 from PIL import Image
 
 from analysis_utils import catalogue, extract, probes
@@ -35,8 +35,9 @@ def mini_benchmark(args) -> None:
                         images_per_category=args.images_per_category)
     names = args.models or catalogue.names()
     cache = args.cache_dir or tempfile.mkdtemp(prefix="bench-cache-")
+    print(f"before: {load_note()}")
     print(f"mini scale, {len(probe)} images, {torch.get_num_threads()} torch threads, "
-          f"load average {os.getloadavg()[0]:.1f}, cache {cache}")
+          f"cache {cache}")
     print(f"{'model':<10} {'steps':>5} {'cold s':>8} {'img/s':>8} {'warm s':>8}")
     total_cold = total_warm = 0.0
     for name in names:
@@ -53,8 +54,8 @@ def mini_benchmark(args) -> None:
         total_warm += warm
         print(f"{name:<10} {meta['steps']:>5} {cold:>8.1f} {len(probe) / cold:>8.1f} "
               f"{warm:>8.2f}", flush=True)
-    print(f"{'all':<10} {'':>5} {total_cold:>8.1f} {'':>8} {total_warm:>8.2f}   "
-          f"(load average {os.getloadavg()[0]:.1f})")
+    print(f"{'all':<10} {'':>5} {total_cold:>8.1f} {'':>8} {total_warm:>8.2f}")
+    print(f"after: {load_note()}")
 
 
 def repeated_probe(n: int) -> probes.Probe:
@@ -92,6 +93,7 @@ def full_gpu_benchmark(args) -> None:
     probe = repeated_probe(args.full_images)
     cache = tempfile.mkdtemp(prefix="bench-full-")
     batch = args.full_batch_size
+    print(f"before: {load_note()}")
     print(f"full scale on {torch.cuda.get_device_name()}, {len(probe)} images, batch {batch}")
     print(f"{'model':<10} {'steps':>5} {'extract s':>10} {'img/s':>8} {'bare s':>8} "
           f"{'bare img/s':>10} {'warm s':>8}")
@@ -108,6 +110,7 @@ def full_gpu_benchmark(args) -> None:
         bare = bare_loop(name, len(probe), batch, device)
         print(f"{name:<10} {meta['steps']:>5} {cold:>10.1f} {len(probe) / cold:>8.0f} "
               f"{bare:>8.1f} {len(probe) / bare:>10.0f} {warm:>8.2f}", flush=True)
+    print(f"after: {load_note()}")
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import argparse
 import time
 
 import numpy as np
+from _machine import load_average, load_note, ratio_note
 
 from analysis_utils.stats import local_lme
 
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
 
+    load_before = load_average()
+    print(f"before: {load_note()}")
     print(f"{args.categories} categories x {args.per_category} exemplars; exact engine "
           f"timed over {args.repeats} calls, statsmodels over 1")
     print(f"{'seed':>4}  {'exact ms':>9}  {'statsmodels ms':>14}  {'speed-up':>8}  "
@@ -70,6 +73,8 @@ def main() -> None:
         listed = ", ".join(f"{key} {value:.1e}" for key, value in differences.items())
         print(f"{seed:>4}  {exact_ms:>9.2f}  {reference_ms:>14.0f}  "
               f"{reference_ms / exact_ms:>7.0f}x  {worst} {differences[worst]:.1e} ({listed})")
+    print(f"after: {load_note()}")
+    print(ratio_note(load_before, load_average()))
 
 
 if __name__ == "__main__":

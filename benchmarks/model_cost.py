@@ -14,6 +14,7 @@ import argparse
 import time
 
 import torch
+from _machine import load_note
 from torch.utils.flop_counter import FlopCounterMode
 
 from analysis_utils import catalogue
@@ -49,6 +50,7 @@ def main() -> None:
              f"{'GFLOP/img mini':>15} {'budget':>6} {'ms/img CPU':>10}"
     if args.full_flops:
         header += f" {'GFLOP/img full':>15}"
+    print(f"before: {load_note()}")
     print(header)
     for name in names:
         card = catalogue.card(name)
@@ -64,6 +66,7 @@ def main() -> None:
             full = catalogue.load(name, scale="full", weights="untrained")
             line += f" {gflop_per_image(full, card.input_size('full'), batch=1):>15.2f}"
         print(line, flush=True)
+    print(f"after: {load_note()}")
 
 
 if __name__ == "__main__":

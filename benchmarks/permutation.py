@@ -9,9 +9,14 @@ masks in the same order.
 
 A full loop at 5000 x 4096 with 10,000 permutations takes hours on a 2-core machine, so the
 loop is timed on ``--loop-perms`` permutations and extrapolated per permutation (the
-table says so); the batched version runs all ``--n-perm``. The first ``--loop-perms`` null
-values of both are compared (the loop is float32 as in the study, so they agree to its float32
-rounding, about 1e-5 in these % units).
+table says so); the batched version runs all ``--n-perm``, with the library's defaults unless
+``--dtype`` or ``--batch-size`` say otherwise. The first ``--loop-perms`` null values of both
+are compared (the loop is float32 as in the study, so they agree to its float32 rounding);
+``--compare-float64`` also runs the batched test in float64 and compares the two nulls.
+
+Times are wall-clock. The load average is printed before and after, and the ratios are marked
+not valid when it exceeds the number of cores (see ``_machine.py``): on a busy machine the
+single-threaded loop and the batched code slow down by different factors.
 
 Run: .venv/bin/python benchmarks/permutation.py [--n-perm 10000] [--loop-perms 100]
 """
@@ -19,12 +24,12 @@ Run: .venv/bin/python benchmarks/permutation.py [--n-perm 10000] [--loop-perms 1
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _machine import is_busy, load_average, load_note, ratio_note
 
 from analysis_utils.stats import permutation_between
 
@@ -75,15 +80,22 @@ def main() -> None:
     parser.add_argument("--n-perm", type=int, default=10000)
     parser.add_argument("--loop-perms", type=int, default=100)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                        help="batched dtype (default: the library's, float32)")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--compare-float64", action="store_true",
+                        help="also run the batched test in float64 and report the largest "
+                             "difference of the two nulls")
     args = parser.parse_args()
-    dtype = getattr(torch, args.dtype)
+    options = {"batch_size": args.batch_size}
+    if args.dtype is not None:
+        options["dtype"] = getattr(torch, args.dtype)
+    dtype_name = args.dtype or "float32 (default)"
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average at start {os.getloadavg()[0]:.1f}; batched dtype {args.dtype}")
-    header = (f"{'shape':>10} {'loop s/perm':>12} {'loop total (extrap.)':>21} "
-              f"{'batched total':>14} {'ratio':>7} {'max |null diff|':>16}")
+    load_before = load_average()
+    print(f"before: {load_note()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batched dtype "
+          f"{dtype_name}")
     lines = []
     for shape in args.shapes:
         n_images, dim = (int(v) for v in shape.split("x"))
@@ -95,25 +107,39 @@ def main() -> None:
 
         start = time.perf_counter()
         result = permutation_between(before, after, labels, n_perm=args.n_perm, seed=args.seed,
-                                     batch_size=args.batch_size, dtype=dtype)
+                                     **options)
         batched_total = time.perf_counter() - start
 
         checked = min(args.loop_perms, args.n_perm)
         difference = float(np.abs(result.null[:checked] - reference[:checked]).max())
         loop_total = loop_per_perm * args.n_perm
-        lines.append(f"{shape:>10} {loop_per_perm:>12.4f} {loop_total:>19.0f} s "
-                     f"{batched_total:>12.1f} s {loop_total / batched_total:>6.0f}x "
-                     f"{difference:>16.2e}")
+        line = (f"{shape:>10} {loop_per_perm * 1e3:>13.2f} {loop_total:>19.0f} s "
+                f"{batched_total:>12.1f} s {batched_total / args.n_perm * 1e3:>10.3f} "
+                f"{loop_total / batched_total:>6.0f}x {difference:>16.2e}")
+        if args.compare_float64:
+            wide = permutation_between(before, after, labels, n_perm=args.n_perm,
+                                       seed=args.seed, batch_size=args.batch_size,
+                                       dtype=torch.float64)
+            line += f" {float(np.abs(result.null - wide.null).max()):>14.2e}"
+        lines.append(line)
         print(f"{shape}: observed {result.observed:.6f}, p_two_tailed {result.p_two_tailed}, "
               f"first nulls {np.round(result.null[:3], 6)} (loop {np.round(reference[:3], 6)})",
               flush=True)
 
+    load_after = load_average()
+    valid = not (is_busy(load_before) or is_busy(load_after))
     print(f"\nloop timed on {args.loop_perms} permutations and extrapolated to {args.n_perm}; "
-          f"batched ran all {args.n_perm}; null compared on the first "
+          f"batched ran all {args.n_perm}; null compared with the loop's on the first "
           f"{min(args.loop_perms, args.n_perm)}")
+    header = (f"{'shape':>10} {'loop ms/perm':>13} {'loop total (extrap.)':>21} "
+              f"{'batched total':>14} {'ms/perm':>10} {'ratio' if valid else 'ratio*':>7} "
+              f"{'max |null diff|':>16}")
+    if args.compare_float64:
+        header += f" {'|f32 - f64|':>14}"
     print(header)
     print("\n".join(lines))
-    print(f"load average at end {os.getloadavg()[0]:.1f}")
+    print(f"after: {load_note()}")
+    print(("" if valid else "* ") + ratio_note(load_before, load_after))
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ Run: .venv/bin/python benchmarks/rsa_bootstrap.py [--models 7] [--categories 100
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 
 import numpy as np
 import torch
+from _machine import load_average, load_note, ratio_note
 from scipy.stats import rankdata
 
 from analysis_utils import geometry, rsa
@@ -59,6 +59,8 @@ def main() -> None:
                         help="make the first model's RDM constant (ties)")
     args = parser.parse_args()
 
+    load_before = load_average()
+    print(f"before: {load_note()}")
     generator = torch.Generator().manual_seed(0)
     prototypes = torch.randn(args.models, args.categories, args.dim, generator=generator).relu()
     tagged = [rsa.TaggedRDM(f"M{m}", "penult", 1, geometry.cosine_rdm(prototypes[m]))
@@ -82,12 +84,13 @@ def main() -> None:
 
     difference = max(abs(observed - direct_observed), float(np.max(np.abs(values - direct))))
     print(f"M={args.models} models, C={args.categories} categories, B={args.draws} draws"
-          f"{', one constant RDM' if args.constant else ''}; load average "
-          f"{os.getloadavg()[0]:.2f}")
+          f"{', one constant RDM' if args.constant else ''}")
     print(f"best of {args.repeat} runs")
     print(f"direct (rankdata per draw):        {direct_s:8.3f} s")
     print(f"between_model_rho_bootstrap:       {new_s:8.3f} s   ({direct_s / new_s:.0f}x)")
     print(f"max |difference| (observed, draws): {difference:.2e}")
+    print(f"after: {load_note()}")
+    print(ratio_note(load_before, load_average()))
 
 
 if __name__ == "__main__":

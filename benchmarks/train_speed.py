@@ -14,10 +14,10 @@ the number of cores.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
+from _machine import load_note
 
 from analysis_utils import catalogue, train
 
@@ -29,14 +29,6 @@ OPTION_SETS = {
     "compile": train.SpeedOptions("float32", True, False),
     "compile+bf16": train.SpeedOptions("bf16-autocast", True, False),
 }
-
-
-def load_note() -> str:
-    load = os.getloadavg()[0]
-    cores = os.cpu_count() or 1
-    verdict = ("quiet" if load < cores else
-               f"BUSY: load above {cores} cores, ratios from this run are not valid")
-    return f"load average {load:.2f} ({verdict})"
 
 
 def images_per_second(name: str, options: train.SpeedOptions, batch_size: int,

@@ -1,5 +1,7 @@
 """The catalogue interface, for every registered model: cards, loading, readouts, errors."""
 
+import re
+
 import pytest
 import torch
 
@@ -64,6 +66,30 @@ def test_forward_is_final_step_logits(name):
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), model.readouts(x, "logits")["logits"][-1])
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("scale", ["mini", "full"])
+def test_bad_images_get_one_sentence_from_the_card(name, scale):
+    """A wrong size (50 px), one channel, no batch axis or raw uint8 pixels are refused with the
+    card's input size and preprocessing, at both scales and for every model, before any layer
+    raises a PyTorch error of its own (BL and B did at 50 px, LRM3 ran silently)."""
+    model = catalogue.build(name, scale=scale).eval()
+    size = catalogue.card(name).input_size(scale)
+    expected = rf"expects RGB images \[N, 3, {size}, {size}\]"
+    recipe = rf"catalogue.card\('{name}'\).preprocessing\['{scale}'\]"
+    cases = [(torch.randn(2, 3, 50, 50), r"got 50 x 50 px"),
+             (torch.randn(2, 1, size, size), r"got 1 colour channel \(.*RGB"),
+             (torch.randn(3, size, size), r"got shape \(3, .*unsqueeze"),
+             (torch.zeros(2, 3, size, size, dtype=torch.uint8), r"got dtype torch.uint8"),
+             (torch.randn(2, 3, size, size).numpy(), r"got a ndarray")]
+    with torch.inference_mode():
+        for x, got in cases:
+            with pytest.raises(AnalysisUtilsError, match=f"{expected}.*{got}") as error:
+                model.readouts(x, ["logits"])
+            assert re.search(recipe, str(error.value)) and str(error.value).count(". ") == 0
+            with pytest.raises(AnalysisUtilsError, match=got):
+                model(x)  # the classifier call goes through the same check
 
 
 def test_seeding_leaves_global_random_state_alone():

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from analysis_utils import catalogue
 from analysis_utils.errors import AnalysisUtilsError
-from analysis_utils.models.cornet_rt import AREAS, CORnetRT, load_checkpoint
+from analysis_utils.models.cornet_rt import AREAS, CONFIGS, CORnetRT, load_checkpoint
 
 # the 30 keys and shapes of the official file (after removing 'module.'), from the reference notes
 OFFICIAL_SHAPES = {}
@@ -26,6 +26,7 @@ for _area, (_cin, _cout, _k) in {"V1": (3, 64, 7), "V2": (64, 128, 3), "V4": (12
 OFFICIAL_SHAPES["decoder.linear.weight"] = (1000, 512)
 OFFICIAL_SHAPES["decoder.linear.bias"] = (1000,)
 
+SIZES = {"mini": 64, "full": 224}  # the cards' input sizes, which catalogue models require
 WIDTHS = {"full": {"V1": 64, "V2": 128, "V4": 256, "IT": 512, "penult": 512, "logits": 1000},
           "mini": {"V1": 16, "V2": 32, "V4": 80, "IT": 192, "penult": 192, "logits": 100}}
 
@@ -99,14 +100,14 @@ def test_same_seed_same_weights_and_outputs(scale):
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
     assert not torch.equal(a.IT.conv1.weight, c.IT.conv1.weight)
-    x = images(2, 64)
+    x = images(2, SIZES[scale])
     assert torch.equal(run(a, x, "logits")["logits"], run(b, x, "logits")["logits"])
 
 
 @pytest.mark.parametrize("scale", ["mini", "full"])
 def test_image_reaches_v1_v2_v4_it_at_steps_1_2_3_4(scale):
     model = randomised(scale)
-    out = run(model, images(3, 64, seed=1), names=None)
+    out = run(model, images(3, SIZES[scale], seed=1), names=None)
     first_image_driven = {"V1": 1, "V2": 2, "V4": 3, "IT": 4, "penult": 4, "logits": 4}
     for name, first in first_image_driven.items():
         per_step = out[name]
@@ -174,7 +175,8 @@ def test_unrolling_matches_the_spec_equations_and_logits_decode_it_at_every_step
 @pytest.mark.parametrize("scale, size, expected_it", [("mini", 96, (6, 6)), ("mini", 70, (5, 5)),
                                                       ("full", 192, (6, 6))])
 def test_placeholders_follow_the_input_size(scale, size, expected_it):
-    model = catalogue.load("cornet_rt", scale=scale, weights="untrained")
+    # the class runs at any size; a catalogue model takes only its card's (see check_input)
+    model = CORnetRT(CONFIGS[scale]).eval()
     assert model.output_sizes(size, size)["IT"] == expected_it
     out = run(model, images(1, size), names=("IT", "logits"))
     assert out["logits"].shape == (5, 1, WIDTHS[scale]["logits"])
@@ -192,7 +194,7 @@ def test_official_layout_checkpoint_loads_strictly_and_reproduces_outputs(scale,
     path = tmp_path / "cornet_rt.pth"
     save_official(source, path)
     loaded = catalogue.load("cornet_rt", scale=scale, weights=path, seed=0)
-    x = images(2, 64, seed=6)
+    x = images(2, SIZES[scale], seed=6)
     expected, actual = run(source, x), run(loaded, x)
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0)
@@ -234,8 +236,10 @@ def test_unreadable_file_and_wrong_container_are_refused(tmp_path):
 
 def test_bad_inputs_and_options_are_refused():
     model = catalogue.build("cornet_rt").eval()
-    with pytest.raises(AnalysisUtilsError, match=r"\[N, 3, H, W\]"):
+    with pytest.raises(AnalysisUtilsError, match=r"\[N, 3, 64, 64\].*1 colour channel "):
         run(model, torch.zeros(1, 1, 64, 64))
+    with pytest.raises(AnalysisUtilsError, match=r"\[N, 3, H, W\]"):  # the class's own check
+        run(CORnetRT(CONFIGS["mini"]), torch.zeros(1, 1, 64, 64))
     with pytest.raises(AnalysisUtilsError, match="readout"):
         run(model, images(1, 64), names=("fc7",))
     with pytest.raises(AnalysisUtilsError, match="options"):

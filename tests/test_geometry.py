@@ -464,3 +464,34 @@ def test_pair_metrics_over_steps_in_blocks_equals_all_pairs_at_once(reference, m
     monkeypatch.setattr(g, "STEP_CHUNK_ELEMENTS", features.shape[1] * features.shape[2])
     blocks = g.pair_metrics_over_steps(features, labels, reference=reference)  # one pair each
     pd.testing.assert_frame_equal(blocks, whole, rtol=1e-6)
+
+
+def test_measures_built_on_prototypes_refuse_one_image_per_category():
+    """With one image per category each image is its own prototype ("Δ Cluster Size (%)" came
+    out as -100); every measure that builds prototypes refuses it in one sentence, naming how
+    many categories are short and one of them; measures without prototypes still run."""
+    from analysis_utils import rsa, stats
+
+    X, labels = _relu_features(n_per_class=(6, 1, 5, 6, 1))
+    steps, _ = _relu_features(n_per_class=(6, 1, 5, 6, 1), steps=3)
+    refusals = {
+        "pair_metrics": lambda: g.pair_metrics(X, X + 0.1, labels),
+        "pair_metrics_over_steps": lambda: g.pair_metrics_over_steps(steps, labels),
+        "exemplar_prototype_distances": lambda: g.exemplar_prototype_distances(X, labels),
+        "between_prototype_summary": lambda: g.between_prototype_summary(X, labels),
+        "nearest_centroid_accuracy": lambda: g.nearest_centroid_accuracy(X, labels),
+        "orthogonality": lambda: g.orthogonality(X, labels),
+        "trajectory": lambda: g.trajectory(steps, labels),
+        "tagged_rdm": lambda: rsa.tagged_rdm("m", "penult", 1, X, labels),
+        "permutation_between": lambda: stats.permutation_between(X, X + 0.1, labels, n_perm=5),
+    }
+    for call in refusals.values():
+        with pytest.raises(AnalysisUtilsError, match=r"at least 2 exemplars per category "
+                           r".*but 2 of the 5 categories have fewer \(category 3 has 1\)"):
+            call()
+    one_each = np.arange(5)
+    with pytest.raises(AnalysisUtilsError, match="5 of the 5 categories"):
+        g.pair_metrics(X[:5], X[:5] + 0.1, one_each)
+    assert g.prototypes(X[:5], one_each).shape == (5, X.shape[1])  # a building block, no measure
+    assert g.knn_category_preservation(X, labels, max_k=3)[1].shape == (2,)
+    assert g.effective_dimension(X) > 1

@@ -91,6 +91,40 @@ def test_float32_and_observed_agree_with_pair_metrics():
     assert result.observed == pytest.approx(table_value, abs=1e-4)
 
 
+def _benchmark_states(n_images=5000, dim=1000, n_classes=100, seed=0, shift=0.0):
+    """The states of benchmarks/permutation.py: ReLU features with class structure and an
+    'after' state with a class-specific change; ``shift`` adds a change common to all."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n_classes).repeat_interleave(n_images // n_classes)
+    centres = torch.randn(n_classes, dim, generator=generator)
+    change = torch.randn(n_classes, dim, generator=generator)
+    before = (centres[labels] + 1.5 * torch.randn(n_images, dim, generator=generator)).relu()
+    after = (before + 0.3 * change[labels] + shift
+             + 0.2 * torch.randn(n_images, dim, generator=generator)).relu()
+    return before, after, labels.numpy()
+
+
+@pytest.mark.parametrize("shape, shift", [((5000, 1000), 0.0), ((2000, 300), 5.0)])
+def test_float32_default_null_equals_float64_to_1e6(shape, shift):
+    """On the benchmark's shape (and with a large common change, where float32 Gram matrices
+    would cancel badly) the default float32 null equals the float64 one to 1e-6 % and the
+    observed value does not depend on the dtype."""
+    Xb, Xa, labels = _benchmark_states(*shape, n_classes=100 if shape[0] == 5000 else 40,
+                                       shift=shift)
+    default = stats.permutation_between(Xb, Xa, labels, n_perm=48, seed=3)
+    wide = stats.permutation_between(Xb, Xa, labels, n_perm=48, seed=3, dtype=torch.float64)
+    assert np.abs(default.null - wide.null).max() < 1e-6
+    assert default.observed == wide.observed
+    assert np.abs(wide.null).max() > 1e-5  # the null is not trivially zero at this tolerance
+
+
+def test_permutation_refuses_one_image_per_category():
+    Xb, Xa, labels = _two_states(n_per_class=(3, 1, 4))
+    with pytest.raises(AnalysisUtilsError, match="at least 2 exemplars per category.*1 of the "
+                                                 "3 categories.*category 13 has 1"):
+        stats.permutation_between(Xb, Xa, labels, n_perm=10)
+
+
 def test_p_values_are_the_studys_and_the_plus_one_versions():
     Xb, Xa, labels = _two_states(seed=3)
     result = stats.permutation_between(Xb, Xa, labels, n_perm=200, seed=42)
@@ -111,12 +145,15 @@ def test_p_values_are_the_studys_and_the_plus_one_versions():
 
 def test_permutation_rejects_bad_input():
     Xb, Xa, labels = _two_states()
-    with pytest.raises(AnalysisUtilsError, match="n_perm"):
-        stats.permutation_between(Xb, Xa, labels, n_perm=0)
+    for bad in (0, 2.5, "many", True):
+        with pytest.raises(AnalysisUtilsError, match="n_perm must be a positive integer"):
+            stats.permutation_between(Xb, Xa, labels, n_perm=bad)
     with pytest.raises(AnalysisUtilsError, match="same images"):
         stats.permutation_between(Xb, Xa[:-1], labels)
     with pytest.raises(AnalysisUtilsError, match="batch_size"):
         stats.permutation_between(Xb, Xa, labels, batch_size=2.5)
+    with pytest.raises(AnalysisUtilsError, match="dtype"):
+        stats.permutation_between(Xb, Xa, labels, dtype=torch.float16)
 
 
 def test_lme_beta_equals_mean_difference_on_a_balanced_design():

@@ -82,3 +82,95 @@ def test_cache_root_argument_then_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("ANALYSIS_UTILS_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert store.cache_dir() == tmp_path / "xdg" / "analysis_utils" / "features"
+
+
+# a child process that extracts one readout and stops, at the named point of writing its cache
+# entry, until it is killed; it writes the marker file when it has stopped there
+_KILLED_EXTRACTION = r"""
+import os, sys, time
+from pathlib import Path
+import safetensors.torch
+from analysis_utils import extract, probes
+
+data_dir, cache, where, marker = sys.argv[1:5]
+
+
+def stop_here():
+    Path(marker).write_text(where)
+    time.sleep(600)
+
+
+if where == "tensor file half written":
+    real_save = safetensors.torch.save_file
+
+    def save_half(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata)
+        with open(filename, "r+b") as handle:
+            handle.truncate(os.path.getsize(filename) // 2)
+        stop_here()
+
+    safetensors.torch.save_file = save_half
+else:  # the tensor file renamed into place, its metadata not yet
+    real_replace = os.replace
+
+    def replace_then_stop(src, dst):
+        real_replace(src, dst)
+        if str(dst).endswith(".safetensors"):
+            stop_here()
+
+    os.replace = replace_then_stop
+probe = probes.load("tiny", data_dir=data_dir, images_per_category=3)
+extract.features("alexnet", probe, weights="untrained", readouts="penult", cache_dir=cache,
+                 device="cpu", progress=False, force=where.startswith("overwriting"))
+"""
+
+
+@pytest.mark.parametrize("where", ["tensor file half written", "tensor file renamed",
+                                   "overwriting a complete entry, tensor file renamed"])
+def test_a_killed_extraction_leaves_no_entry_a_later_run_reads(tiny_dir, tmp_path, where):
+    """A real child process is killed (SIGKILL) while it writes a cache entry; a later run
+    finds no entry, recomputes without a warning and gets the numbers of a clean cache."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import warnings
+
+    from analysis_utils import extract, probes
+
+    probe = probes.load("tiny", data_dir=tiny_dir, images_per_category=3)
+    cache, marker = tmp_path / "cache", tmp_path / "stopped"
+    options = {"weights": "untrained", "readouts": "penult", "device": "cpu"}
+    quiet = {**options, "progress": False}
+    if where.startswith("overwriting"):
+        extract.features("alexnet", probe, cache_dir=cache, **quiet)
+        assert extract.is_cached("alexnet", probe, cache_dir=cache, **options)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_EXTRACTION, str(tiny_dir), str(cache), where,
+         str(marker)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), f"the child did not reach the write: {child.communicate()[1]}"
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    written = {path.name for path in (cache / "alexnet").iterdir()}
+    assert not any(name.endswith(".json") for name in written), written  # the write was cut
+    assert where.startswith("tensor file half") or any(
+        name.endswith(".safetensors") for name in written), written  # its tensor file is there
+
+    assert not extract.is_cached("alexnet", probe, cache_dir=cache, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "could not be read": the entry is simply absent
+        again, meta = extract.features("alexnet", probe, cache_dir=cache, **quiet)
+    assert meta["cache"]["from_cache"] == {"penult": False}
+    clean, _ = extract.features("alexnet", probe, cache_dir=tmp_path / "clean", **quiet)
+    assert torch.equal(again["penult"], clean["penult"])
+    _, meta = extract.features("alexnet", probe, cache_dir=cache, **quiet)
+    assert meta["cache"]["from_cache"] == {"penult": True}

@@ -81,9 +81,57 @@ class TimeResolvedModel(nn.Module):
             )
         return names
 
+    def check_input(self, x) -> None:
+        """Refuse, in one sentence, anything but a batch of images as the card's preprocessing
+        makes them: a float tensor [N, 3, S, S] with S the card's input size at this scale.
+
+        A catalogue model (built by ``catalogue.build`` or ``load``, which give it ``card`` and
+        ``scale``) is checked against its card; its features mean what the card says only for
+        that input. A model built outside the catalogue has no card and checks its own input.
+        The messages are built only on failure, so a compiled training step sees only the
+        comparisons.
+        """
+        card = getattr(self, "card", None)
+        if card is None:
+            return
+        size = card.input_size(self.scale)
+        if not isinstance(x, torch.Tensor):
+            raise self._input_error(size, f"got a {type(x).__name__}",
+                                    "to each image and stack them with torch.stack")
+        if x.dim() != 4:
+            raise self._input_error(size, f"got shape {tuple(x.shape)}",
+                                    "to each image and stack them into one 4-D tensor (a "
+                                    "single image [3, H, W] as x.unsqueeze(0))")
+        if x.shape[1] != 3:
+            channels = f"{x.shape[1]} colour channel" + ("" if x.shape[1] == 1 else "s")
+            raise self._input_error(size, f"got {channels} (shape {tuple(x.shape)})",
+                                    "to each image: it converts it to RGB (3 channels) first, "
+                                    "as PIL's image.convert('RGB')")
+        if x.shape[2] != size or x.shape[3] != size:
+            raise self._input_error(size, f"got {x.shape[2]} x {x.shape[3]} px (shape "
+                                    f"{tuple(x.shape)})", "to each image, as extract.features "
+                                    "does")
+        if not x.is_floating_point():
+            raise self._input_error(size, f"got dtype {x.dtype}", "to each image: it scales "
+                                    "and normalises the pixels to floating point")
+
+    def _input_error(self, size: int, got: str, fix: str) -> AnalysisUtilsError:
+        """One sentence: what the card expects, what came, and the preprocessing that fixes it."""
+        card = self.card
+        return AnalysisUtilsError(
+            f"{card.display_name} at {self.scale} scale expects RGB images [N, 3, {size}, "
+            f"{size}] in floating point, {got}; apply catalogue.card({card.name!r})"
+            f".preprocessing[{self.scale!r}] ({card.preprocessing[self.scale].describe()}) "
+            f"{fix}."
+        )
+
     def readouts(self, x: torch.Tensor, names: Iterable[str] | str | None = None
                  ) -> dict[str, torch.Tensor]:
-        """``{readout: Tensor[T, N, D]}`` for every step t = 1..T of the batch ``x``."""
+        """``{readout: Tensor[T, N, D]}`` for every step t = 1..T of the batch ``x``.
+
+        ``x`` must be a batch as the card's preprocessing makes it (see :meth:`check_input`).
+        """
+        self.check_input(x)
         return self._readouts(x, self.check_readouts(names))
 
     def _readouts(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
