@@ -13,6 +13,9 @@
 # %% [markdown]
 # # Findings: which of the study's claims hold here?
 #
+# **In short:** every claim of the reference study as a testable statement, with our estimate
+# and its 95 % interval, the untrained reference and a verdict, and a link to the evidence.
+#
 # The four result chapters each reproduce part of the reference study. This page puts the
 # study's claims side by side, each as a testable statement with a rule that gives its
 # verdict (the registry in `analysis_utils.claims`): accuracy rises with recurrence (its
@@ -32,7 +35,7 @@
 # when they lie on the other side, and **unclear** otherwise. The thresholds that make "near 1"
 # and "near-orthogonal" testable (0.9) are ours, not the study's.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 scale = "mini"  # "mini" (64 px, the mini zoo) or "full" (official checkpoints)
 weights = "trained"  # "trained" (mini zoo), "untrained" (random, seeded) or "official"
 probe = "tiny"  # "tiny" (Tiny-ImageNet val) or "imagenet" (the study's ImageNet val probe)
@@ -51,12 +54,14 @@ n_boot = 1000  # bootstrap resamples of the categories for the intervals
 untrained_seeds = "0,1,2"  # seeds of the untrained reference networks
 reference_images_per_category = 50  # images per category of the untrained reference (at most the chapter's own; fewer is faster but not like for like)
 
-# %%
+# %% tags=["hide-input"]
 from IPython.display import HTML, Markdown, display
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
 from analysis_utils import book, catalogue, claims, extract, plotting, results
+
+CHAPTER = "05_findings"  # names this chapter's result tables (book/_build/html/results/)
 from analysis_utils.errors import AnalysisUtilsError
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
@@ -87,7 +92,7 @@ display(Markdown(
        if P.untrained and P.seed in SEEDS else "")
 ))
 
-# %%
+# %% tags=["hide-input"]
 features, extraction = {}, {}
 for name in P.models:
     features[name], extraction[name] = extract.features(
@@ -106,13 +111,13 @@ reference = book.untrained_reference(P, probe_set, SEEDS, REFERENCE_K, own_featu
 # p-values, the notes), is written as CSV and JSON with a sidecar of the parameters, weights
 # and software that produced it; the links are below the table.
 
-# %%
+# %% tags=["hide-input"]
 table = claims.evaluate_all(features, reference, labels=probe_set.labels,
                             class_index=probe_set.class_index(P.scale),
                             untrained_labels=reference_images.labels, baseline=P.baseline,
                             after=P.after, n_perm=P.n_perm, n_boot=N_BOOT)
 written = results.write_table(
-    table, "05_findings", "claims", records=True, extraction=extraction,
+    table, CHAPTER, "claims", records=True, extraction=extraction,
     parameters={"chapter": P, "n_boot": N_BOOT, "untrained_seeds": SEEDS,
                 "reference_images_per_category": REFERENCE_K})
 NOTE = P.weights_label()
@@ -127,7 +132,7 @@ display(HTML(results.links_html([written])))
 # The verdict of every claim for our models and for each untrained seed. A row whose colours
 # agree across all columns is a verdict that training did not change.
 
-# %%
+# %% tags=["hide-input"]
 matrix = claims.verdict_matrix(table)  # one row per claim: ours, then each untrained seed
 COLOURS = {"holds": "#1b9e77", "reversed": "#d95f02", "unclear": "#dddddd",
            claims.NOT_EVALUATED: "#ffffff"}
@@ -156,6 +161,26 @@ plotting.plt.close(fig)
 # The sentences below are drawn from the table above, so they change with the weights, the
 # scale and the parameters this page was rendered with.
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(claims.discussion(table, scale=P.scale, weights=P.weights,
                                       probe=P.probe, seed=P.seed)))
+
+# %% [markdown]
+# ## Rerun this chapter
+#
+# With other parameters, for the whole book (every chapter gets the same `-p` pairs; add
+# `-p weights untrained` where the mini zoo is not trained):
+#
+# ```bash
+# make book PARAMS="-p models lrm3,lra3,bl,cornet_rt,convrnn,alexnet,b -p n_perm 10000"
+# ```
+#
+# This chapter alone, from the repository root (its tables go to
+# `book/_build/html/results/`; `papermill --help-notebook /tmp/05_findings.ipynb` lists every
+# parameter with its default):
+#
+# ```bash
+# .venv/bin/jupytext --to ipynb notebooks/05_findings.py -o /tmp/05_findings.ipynb
+# PYTHONPATH=. .venv/bin/papermill /tmp/05_findings.ipynb /tmp/05_out.ipynb \
+#     -p n_perm 1000 -p n_boot 1000 -p untrained_seeds 0,1,2
+# ```
