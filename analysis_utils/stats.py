@@ -353,20 +353,24 @@ class _SwapAlgebra:
         self.slots = torch.from_numpy(slots.reshape(-1)).to(device)
         self.counts = lab.counts.to(dtype)
 
-        before, after = Xb.double(), Xa.double()
-        proto_before, proto_after = _prototypes(before, lab), _prototypes(after, lab)
+        proto_before = _prototypes(Xb.double(), lab)
+        weighted = Xa.double()  # becomes w in place (one [N, D] float64 array at a time)
+        proto_after = _prototypes(weighted, lab)
         centred_before = proto_before - proto_before.mean(0, keepdim=True)
         centred_after = proto_after - proto_after.mean(0, keepdim=True)
         # G of both states [2, C, C], P mu [2, C] and the sign of X in each; the pairs c < c'
         self.grams = torch.stack([centred_before @ centred_before.T,
                                   centred_after @ centred_after.T])
-        common = (after - before).mean(0)  # mu [D]
+        sizes = lab.counts.double()
+        common = sizes @ (proto_after - proto_before) / n  # mu [D]
         self.common_sq = float(common @ common)
         self.common_cross = torch.stack([centred_before @ common, centred_after @ common])
         self.signs = torch.tensor([1.0, -1.0], dtype=torch.float64,
                                   device=device).view(2, 1, 1, 1)
         self.upper = torch.ones_like(self.grams[0]).triu(1)
-        weighted = (after - before - common) / lab.counts.double()[lab.index].unsqueeze(1)
+        weighted -= Xb
+        weighted -= common
+        weighted /= sizes[lab.index].unsqueeze(1)
         rows = torch.zeros(n + 1, dim + 2 * c + 1, dtype=dtype, device=device)
         rows[:n, :dim] = weighted
         rows[:n, dim:dim + c] = weighted @ centred_before.T
