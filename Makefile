@@ -69,14 +69,14 @@ book: notebooks
 check-html: $(STAMP)
 	$(PY) -m analysis_utils.build check-html $(BOOK_HTML) screenshots
 
-clean:
-	rm -rf book/_build book/notebooks .pytest_cache .ruff_cache
-
 # Publish the built book by hand to the gh-pages branch (make book first); the workflow
 # .github/workflows/book.yml deploys it to GitHub Pages on every push to main instead.
 publish: $(STAMP)
 	@test -f $(BOOK_HTML)/index.html || { echo "No built book at $(BOOK_HTML); run make book first." >&2; exit 2; }
 	$(VENV)/bin/ghp-import --no-jekyll --push --force --message "Publish the book" $(BOOK_HTML)
+
+clean:
+	rm -rf book/_build book/notebooks .pytest_cache .ruff_cache
 
 # ---------------------------------------------------------------------------- the mini zoo
 # make zoo: train the seven mini models on Tiny-ImageNet-100. ZOO_DATA holds val-probe100.tar.gz
