@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -288,24 +289,25 @@ def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor
     return torch.matmul(a, b, out=out)
 
 
-def _between_change(grams: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+def _between_change(grams: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
     """"Δ Between-Proto (%)" [B] from the centred prototypes' Gram matrices of both states
-    stacked, [2 (before, after), B, C, C].
+    stacked, [2 (before, after), B, C, C]; ``pairs`` [P] are the flat positions of the pairs
+    c < c' in a [C, C] matrix (row by row, the study's upper triangle).
 
     Cosines are ``G / (n n^T)`` with the norms ``n = sqrt(diag G)`` clamped at 1e-12 (as
     ``F.normalize``); the study's per-pair % change of the distance, ``(d_after - d_before) /
     d_before * 100`` with ``d = 1 - cos``, is ``(cos_before - cos_after) / d_before * 100``,
-    averaged over the pairs c < c' (``upper``: 1 above the diagonal, else 0) whose
-    ``d_before`` exceeds 1e-12. Whole matrices with 0/1 weights are faster on a CPU than
-    gathering the triangle or ``torch.where``; an excluded entry is divided by at least 1e-12,
-    so it stays finite before its weight 0 removes it.
+    averaged over the pairs whose ``d_before`` exceeds 1e-12. An excluded pair is divided by at
+    least 1e-12 (so it stays finite) before its weight 0 removes it: on a CPU this is faster
+    than ``torch.where``, as ``torch.gather`` is faster than indexing.
     """
     norms = torch.diagonal(grams, dim1=-2, dim2=-1).clamp_min(0).sqrt().clamp_min(1e-12)
-    cos_before, cos_after = (grams / norms.unsqueeze(-1)).div_(norms.unsqueeze(-2))
+    cosines = (grams / norms.unsqueeze(-1)).div_(norms.unsqueeze(-2)).flatten(-2)
+    cos_before, cos_after = torch.gather(cosines, -1, pairs.expand(*cosines.shape[:-1], -1))
     baseline = 1.0 - cos_before
-    weight = (baseline > _PCT_FLOOR) * upper
-    change = cos_before.sub_(cos_after).div_(baseline.clamp_min_(_PCT_FLOOR)).mul_(weight)
-    return change.sum((-2, -1)) * 100.0 / weight.sum((-2, -1))
+    kept = baseline > _PCT_FLOOR
+    change = cos_before.sub_(cos_after).div_(baseline.clamp_min_(_PCT_FLOOR)).mul_(kept)
+    return change.sum(-1) * 100.0 / kept.sum(-1)
 
 
 class _SwapAlgebra:
@@ -365,9 +367,9 @@ class _SwapAlgebra:
         common = sizes @ (proto_after - proto_before) / n  # mu [D]
         self.common_sq = float(common @ common)
         self.common_cross = torch.stack([centred_before @ common, centred_after @ common])
-        self.signs = torch.tensor([1.0, -1.0], dtype=torch.float64,
-                                  device=device).view(2, 1, 1, 1)
-        self.upper = torch.ones_like(self.grams[0]).triu(1)
+        self.signs = torch.tensor([[1.0], [-1.0]], dtype=torch.float64, device=device)
+        first, second = torch.triu_indices(c, c, 1, device=device)
+        self.pairs = first * c + second
         weighted -= Xb
         weighted -= common
         weighted /= sizes[lab.index].unsqueeze(1)
@@ -387,7 +389,7 @@ class _SwapAlgebra:
 
     def observed(self) -> float:
         """The statistic with no swaps."""
-        return float(_between_change(self.grams.unsqueeze(1), self.upper)[0])
+        return float(_between_change(self.grams.unsqueeze(1), self.pairs)[0])
 
     def null(self, masks: np.ndarray) -> np.ndarray:
         """The statistic for each of up to ``batch_size`` swap masks [B, N]."""
@@ -419,17 +421,37 @@ class _SwapAlgebra:
                                    torch.stack([phi, b], 1))
         f = shift_gram.mean(-1)
         f = f - f.mean(-1, keepdim=True) / 2  # [k, C]
-        # cross[s, b, c', c] = X[c, c'] for state s, signed +1 before and -1 after; its mean
-        # over c' is the row mean x[c]
-        cross = products[:, :, self.dim:-1].reshape(c, k, 2, c).permute(2, 1, 0, 3).double()
-        cross = cross.addcmul(self.common_cross.view(2, 1, 1, c), phi.view(1, k, c, 1))
-        cross = cross * self.signs
-        row = cross.mean(2) + f  # [2, k, C]
+        # cross[s, b, c', c] = X[c, c'] for state s (before, after); its mean over c' is x[c]
+        cross = products[:, :, self.dim:-1].reshape(c, k, 2, c).permute(2, 1, 0, 3).to(
+            torch.float64, copy=True)
+        cross.addcmul_(self.common_cross.view(2, 1, 1, c), phi.view(1, k, c, 1))
+        row = self.signs.unsqueeze(-1) * cross.mean(2) + f  # [2, k, C], X signed -1 after
+        symmetric = cross + cross.transpose(-1, -2)  # X + X^T
         grams = self.grams.unsqueeze(1) + shift_gram  # [2, k, C, C]
-        grams += cross + cross.transpose(-1, -2)
+        grams[0] += symmetric[0]
+        grams[1] -= symmetric[1]
         grams -= row.unsqueeze(-1)
         grams -= row.unsqueeze(-2)
-        return _between_change(grams, self.upper)
+        return _between_change(grams, self.pairs)
+
+
+@contextmanager
+def _one_torch_thread(device: torch.device):
+    """On a CPU, torch's own operations on one thread for the duration (restored after).
+
+    The products run in numpy's BLAS, which has its own threads; torch's threads would spin
+    for the cores while they work, and the float64 part runs in cache-sized pieces that gain
+    little from threads. On a GPU nothing changes.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _is_positive_integer(value) -> bool:
@@ -475,7 +497,8 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
     % units on the states of benchmarks/permutation.py, and to 2e-7 when a common change of 5
     is added to every feature; tests/test_stats.py checks 1e-6 and that both equal the
     study's loop. The work runs on ``device`` (default: the features' device); on a CPU the
-    products go through numpy's BLAS (see :func:`_matmul`). ``batch_size`` defaults to about
+    products go through numpy's BLAS and its threads (see :func:`_matmul`), while torch runs
+    on one thread for the duration (see :func:`_one_torch_thread`). ``batch_size`` defaults to about
     64 MB (CPU) or 512 MB (GPU) of class products ``[C, B, D + 2C + 1]`` per batch, in buffers
     reused from batch to batch. The observed value is computed in float64 from the same Gram
     matrices with no swap (it equals "Δ Between-Proto (%)" of
@@ -503,7 +526,7 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
         batch_size = min(1024, max(8, budget // row_bytes))
     batch_size = min(int(batch_size), n_perm)
 
-    with torch.no_grad():
+    with torch.no_grad(), _one_torch_thread(device):
         algebra = _SwapAlgebra(Xb.to(device), Xa.to(device), lab, dtype, batch_size)
         rng = np.random.default_rng(seed)
         null = np.empty(n_perm, dtype=np.float64)

@@ -118,6 +118,17 @@ def test_float32_default_null_equals_float64_to_1e6(shape, shift):
     assert np.abs(wide.null).max() > 1e-5  # the null is not trivially zero at this tolerance
 
 
+def test_torch_threads_are_restored_after_the_cpu_run():
+    Xb, Xa, labels = _two_states()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stats.permutation_between(Xb, Xa, labels, n_perm=5)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_permutation_refuses_one_image_per_category():
     Xb, Xa, labels = _two_states(n_per_class=(3, 1, 4))
     with pytest.raises(AnalysisUtilsError, match="at least 2 exemplars per category.*1 of the "
