@@ -375,7 +375,7 @@ def test_cross_model_estimate_is_chapter_4s_claim_test_at_the_last_step():
     observed, boot = {}, {}
     for readout in ("penult", "logits"):
         tagged = []
-        for name in catalogue.names():
+        for name in STUDY_MODELS:
             step = features[name][readout].shape[0]
             tagged.append(rsa.tagged_rdm(name, readout, step,
                                          features[name][readout][step - 1], LABELS))
