@@ -11,7 +11,8 @@ The chapters' side of the book (``from analysis_utils import book`` in every not
 - :func:`rendered_with` is the first output of every chapter: which scale, weights, probe and
   software rendered it, and a plain warning when the models are untrained;
   :func:`open_chapter` loads the probe, applies the figure style and shows it.
-- :func:`features_summary` is the table of extracted features each chapter shows.
+- :func:`load_features` gives every model's features on the chapter's probe;
+  :func:`features_summary` is the table of them each chapter shows.
 - :func:`untrained_reference` (on the images of :func:`reference_probe`) gives untrained
   networks of several seeds, chapter 3's reference for what training changed.
 """
@@ -30,7 +31,7 @@ WEIGHT_KINDS = ("trained", "untrained", "official")
 PROBES = ("tiny", "imagenet")
 STAGE_READOUTS = ("penult", "logits")
 CHAPTERS = ("01_model_catalogue", "02_dynamics", "03_orthogonality", "04_cross_model_rsa",
-            "05_findings", "07_own_model")
+            "05_findings", "06_perturbations", "07_own_model")
 
 
 @dataclass(frozen=True)
@@ -397,6 +398,20 @@ def open_chapter(params: ChapterParameters):
     plotting.apply_style()
     display(Markdown(rendered_with(params, probe)))
     return probe
+
+
+def load_features(params: ChapterParameters, probe, readouts=None) -> tuple[dict, dict]:
+    """``(features, metadata)``: ``{model: {readout: [T, N, D]}}`` and ``{model: metadata}`` of
+    every model of the chapter on ``probe`` (its readouts, or ``readouts``), from the feature
+    cache when ``make book`` prefilled it; :func:`features_summary` shows them."""
+    from . import extract
+
+    features, metadata = {}, {}
+    for name in params.models:
+        features[name], metadata[name] = extract.features(
+            name, probe, readouts=params.readouts if readouts is None else readouts,
+            progress=False, **params.extract_kwargs())
+    return features, metadata
 
 
 def features_summary(features: dict, metadata: dict):

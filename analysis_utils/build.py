@@ -134,18 +134,38 @@ class ExtractionJob:
     readouts: tuple[str, ...]
     options: tuple[tuple[str, object], ...]  # extract.features keywords (scale, weights, ...)
     plugins: tuple[str, ...] = ()  # the plug-in module that registers the model, if any
+    perturbation: tuple = ()  # (name, level, seed) of a perturbed probe (chapter 6), if any
+
+    @property
+    def kind(self) -> str:
+        """"main" (a chapter's features), "reference" (untrained seeds) or "perturbed"."""
+        if self.perturbation:
+            return "perturbed"
+        return "main" if self.reference_images is None else "reference"
 
     @property
     def label(self) -> str:
-        if self.reference_images is None:
+        if self.kind == "main":
             return self.model
+        if self.kind == "perturbed":
+            return f"{self.model} {self.perturbation[0]} {self.perturbation[1]:g}"
         return f"{self.model} seed {dict(self.options)['seed']}"
+
+    def perturbation_spec(self):
+        """The job's :class:`analysis_utils.perturb.PerturbationSpec`, or None."""
+        from .perturb import PerturbationSpec
+
+        return PerturbationSpec(*self.perturbation) if self.perturbation else None
 
 
 def prefill_jobs(notebooks, pairs: list[str]) -> list[ExtractionJob]:
     """Every extraction the chapters will read, once each: for each chapter (its defaults
-    overridden by the ``-p`` pairs) its models' features, and the untrained reference of a
-    chapter that has ``untrained_seeds`` (chapter 3; its own seed is cut from its features)."""
+    overridden by the ``-p`` pairs) its models' features, the untrained reference of a
+    chapter that has ``untrained_seeds`` (chapter 3; its own seed is cut from its features),
+    and the perturbed probes of a chapter that has ``perturbation_levels`` (chapter 6; level 0
+    is the clean features)."""
+    from . import robustness
+
     jobs: list[ExtractionJob] = []
     for notebook in notebooks:
         values = chapter_parameters(notebook, pairs)
@@ -170,6 +190,19 @@ def prefill_jobs(notebooks, pairs: list[str]) -> list[ExtractionJob]:
                 jobs += [ExtractionJob(name, **where, reference_images=count,
                                        readouts=book.STAGE_READOUTS, options=untrained,
                                        plugins=params.plugins_of(name))
+                         for name in params.models]
+        if "perturbation_levels" in values:
+            grid = robustness.check_levels(values["perturbation_levels"])
+            count = min(book.check_count(values["perturbation_images_per_category"],
+                                         "perturbation_images_per_category", minimum=2),
+                        where["images_per_category"])
+            seed = book.check_count(values["perturbation_seed"], "perturbation_seed",
+                                    minimum=0)
+            for spec in robustness.level_specs(grid, seed):
+                jobs += [ExtractionJob(name, **where, reference_images=count,
+                                       readouts=book.STAGE_READOUTS, options=options,
+                                       plugins=params.plugins_of(name),
+                                       perturbation=(spec.name, spec.level, spec.seed))
                          for name in params.models]
     return list(dict.fromkeys(jobs))  # in order, each once
 
@@ -196,7 +229,7 @@ def job_is_cached(job: ExtractionJob) -> bool:
     from . import extract
 
     return extract.is_cached(job.model, _job_probe(job), readouts=job.readouts,
-                             **dict(job.options))
+                             perturbation=job.perturbation_spec(), **dict(job.options))
 
 
 def run_extraction_job(job: ExtractionJob, threads: int) -> tuple[ExtractionJob, float, bool]:
@@ -209,7 +242,8 @@ def run_extraction_job(job: ExtractionJob, threads: int) -> tuple[ExtractionJob,
     torch.set_num_threads(threads)
     load_plugins(job.plugins)  # a spawned worker starts with the catalogue's own models only
     _, metadata = extract.features(job.model, _job_probe(job), readouts=job.readouts,
-                                   progress=False, **dict(job.options))
+                                   progress=False, perturbation=job.perturbation_spec(),
+                                   **dict(job.options))
     return job, metadata["seconds"], all(metadata["cache"]["from_cache"].values())
 
 
@@ -268,13 +302,18 @@ def prefill(argv: list[str]) -> int:
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             results = list(pool.map(run_extraction_job, jobs, [threads] * len(jobs)))
     main = [f"{job.label} {seconds:.1f} s" for job, seconds, cached in results
-            if not cached and job.reference_images is None]
+            if not cached and job.kind == "main"]
     reference = [(job, seconds) for job, seconds, cached in results
-                 if not cached and job.reference_images is not None]
+                 if not cached and job.kind == "reference"]
+    perturbed = [(job, seconds) for job, seconds, cached in results
+                 if not cached and job.kind == "perturbed"]
     if reference:
         seeds = sorted({dict(job.options)["seed"] for job, _ in reference})
         main.append(f"the untrained reference (seeds {', '.join(map(str, seeds))}, "
                     f"{len(reference)} model-seeds) {sum(s for _, s in reference):.1f} s")
+    if perturbed:
+        main.append(f"the perturbed probes ({len(perturbed)} model-levels) "
+                    f"{sum(s for _, s in perturbed):.1f} s")
     summary = f"extracted {', '.join(main)}" if main else "all were in the cache"
     how = f" on {workers} worker(s) x {threads} thread(s)" if jobs else ""
     print(f"Features for {len(notebooks)} chapters, {len(jobs)} of {len(all_jobs)} extractions "

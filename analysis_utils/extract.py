@@ -111,11 +111,27 @@ def software_versions() -> dict:
             "python": platform.python_version()}
 
 
-def cache_spec(model: torch.nn.Module, probe: Probe, readout: str) -> dict:
-    """Everything that changes the numbers of one readout of ``model`` over ``probe``."""
+def _check_perturbation(perturbation):
+    from .perturb import PerturbationSpec
+
+    if perturbation is not None and not isinstance(perturbation, PerturbationSpec):
+        raise AnalysisUtilsError(
+            "perturbation must be None or an analysis_utils.perturb.PerturbationSpec(name, "
+            f"level, seed), got {type(perturbation).__name__}."
+        )
+    return perturbation
+
+
+def cache_spec(model: torch.nn.Module, probe: Probe, readout: str, perturbation=None) -> dict:
+    """Everything that changes the numbers of one readout of ``model`` over ``probe``.
+
+    A perturbation (:class:`analysis_utils.perturb.PerturbationSpec`) other than level 0 adds
+    its key; level 0 (the clean pixels) keeps the clean entry's key, so it reads the clean
+    features.
+    """
     card = model.card
     weights = {k: v for k, v in model.weights_id.items() if k != "path"}  # the hash names a file
-    return {
+    spec = {
         "model": card.name,
         "scale": model.scale,
         "load_spec": model.load_spec,
@@ -126,6 +142,9 @@ def cache_spec(model: torch.nn.Module, probe: Probe, readout: str) -> dict:
         "probe": {"name": probe.name, "content_hash": probe.content_hash},
         "readout": readout,
     }
+    if perturbation is not None and not perturbation.is_identity:
+        spec["perturbation"] = perturbation.key()
+    return spec
 
 
 def features(model_name: str, probe: Probe, scale: str = "mini",
@@ -133,7 +152,7 @@ def features(model_name: str, probe: Probe, scale: str = "mini",
              readouts: Sequence[str] | str = ("penult", "logits"), steps: int | None = None,
              device: str | torch.device = "auto", batch_size: int | None = None,
              cache_dir: str | os.PathLike | None = None, force: bool = False,
-             model_options: dict | None = None, progress: bool = True
+             model_options: dict | None = None, progress: bool = True, perturbation=None
              ) -> tuple[dict[str, torch.Tensor], dict]:
     """The pooled readouts of ``model_name`` at every step over ``probe``, and their metadata.
 
@@ -147,6 +166,9 @@ def features(model_name: str, probe: Probe, scale: str = "mini",
     ``seed``) or a checkpoint path; ``None`` is the scale's default ("trained" at mini,
     "official" at full). ``steps`` overrides the card's number of steps; ``model_options`` go to
     the family (for example a ConvRNN schedule). ``force=True`` recomputes and overwrites.
+    ``perturbation`` (a :class:`analysis_utils.perturb.PerturbationSpec`) perturbs the probe's
+    pixels before the card's preprocessing (:func:`analysis_utils.perturb.perturb_probe`); it
+    is part of the cache key and of ``metadata["perturbation"]`` (None when clean).
     """
     if not isinstance(probe, Probe):
         raise AnalysisUtilsError(
@@ -157,6 +179,7 @@ def features(model_name: str, probe: Probe, scale: str = "mini",
     catalogue.check_scale(scale)
     readouts = _check_readouts(model_name, readouts)
     steps = _check_steps(steps)
+    perturbation = _check_perturbation(perturbation)
     target = resolve_device(device)
     batch_size = _check_batch_size(batch_size, target, scale)
     root = store.cache_dir(cache_dir)
@@ -164,7 +187,7 @@ def features(model_name: str, probe: Probe, scale: str = "mini",
 
     model = catalogue.load(model_name, scale=scale, weights=weights, seed=seed, steps=steps,
                            device=target, **(model_options or {}))
-    specs = {readout: cache_spec(model, probe, readout) for readout in readouts}
+    specs = {readout: cache_spec(model, probe, readout, perturbation) for readout in readouts}
     results: dict[str, torch.Tensor] = {}
     from_cache: dict[str, bool] = {}
     if not force:
@@ -187,10 +210,18 @@ def features(model_name: str, probe: Probe, scale: str = "mini",
         "step_labels": [card.step_label(t) for t in range(1, model.n_steps + 1)],
         "versions": software_versions(),
         "device": str(target),
+        "perturbation": (perturbation.key() if perturbation is not None
+                         and not perturbation.is_identity else None),
     }
     if missing:
+        images = None
+        if perturbation is not None and not perturbation.is_identity:
+            from .perturb import perturb_probe
+
+            images = perturb_probe(perturbation, probe)
         computed = run_model(model, probe, missing, batch_size=batch_size, device=target,
-                             progress=progress, description=f"{model_name} ({scale})")
+                             progress=progress, description=f"{model_name} ({scale})",
+                             images=images)
         for readout in missing:
             store.save(root, model_name, specs[readout], computed[readout],
                        {**metadata, "readout": readout})
@@ -213,39 +244,49 @@ def is_cached(model_name: str, probe: Probe, scale: str = "mini",
               weights: str | os.PathLike | None = None, seed: int = 0,
               readouts: Sequence[str] | str = ("penult", "logits"), steps: int | None = None,
               device: str | torch.device = "auto", cache_dir: str | os.PathLike | None = None,
-              model_options: dict | None = None) -> bool:
+              model_options: dict | None = None, perturbation=None) -> bool:
     """Whether :func:`features` with these arguments would find every readout in the cache
     (a complete entry exists; it is not read, so a corrupt one still counts as present)."""
     catalogue.card(model_name)
     catalogue.check_scale(scale)
     readouts = _check_readouts(model_name, readouts)
+    perturbation = _check_perturbation(perturbation)
     model = catalogue.load(model_name, scale=scale, weights=weights, seed=seed,
                            steps=_check_steps(steps), device=resolve_device(device),
                            **(model_options or {}))
     root = store.cache_dir(cache_dir)
     return all(store.entry_paths(root, model_name,
-                                 store.key(cache_spec(model, probe, readout)))[1].exists()
+                                 store.key(cache_spec(model, probe, readout, perturbation))
+                                 )[1].exists()
                for readout in readouts)
 
 
 def run_model(model: torch.nn.Module, probe: Probe, readouts: Sequence[str], batch_size: int,
-              device: torch.device, progress: bool = True, description: str = ""
-              ) -> dict[str, torch.Tensor]:
+              device: torch.device, progress: bool = True, description: str = "",
+              images=None) -> dict[str, torch.Tensor]:
     """One batched pass of ``model`` over ``probe``: ``{readout: float32 CPU [T, N, D]}``.
+
+    ``images``: PIL images in probe order to use instead of ``probe.images`` (the perturbed
+    pixels of :func:`features`).
 
     The next batch is preprocessed (by ``PREPROCESS_THREADS`` threads; PIL releases the GIL)
     while the model runs the current one.
     """
     preprocessing = model.card.preprocessing[model.scale]
+    source = probe.images if images is None else images
     n = len(probe)
+    if len(source) != n:
+        raise AnalysisUtilsError(
+            f"images must hold one image per probe image ({n}), got {len(source)}."
+        )
     starts = list(range(0, n, batch_size))
     pin = device.type == "cuda"
 
     pixel_workers = ThreadPoolExecutor(max_workers=PREPROCESS_THREADS)
 
     def prepare(start: int) -> torch.Tensor:
-        images = probe.images[start:start + batch_size]
-        batch = torch.stack(list(pixel_workers.map(preprocessing, images)))
+        batch = torch.stack(list(pixel_workers.map(preprocessing,
+                                                   source[start:start + batch_size])))
         return batch.pin_memory() if pin else batch
 
     out: dict[str, torch.Tensor] = {}

@@ -19,6 +19,9 @@ Figures (the study's numbering):
 - :func:`plot_rsa_mds`          Fig. 3: RSA heatmaps + MDS.
 - :func:`plot_mds_trajectories` Fig. 3 over every step: paths in the MDS space.
 - :func:`plot_claim_test`       the claim test of chapter 4: mean between-model RSA over time.
+- :func:`plot_perturbation_examples` chapter 6: what the models see at each level.
+- :func:`plot_steps_by_level`   chapter 6: a measure at every step, one line per perturbation level.
+- :func:`plot_against_level`    chapter 6: a measure (or the recurrence benefit) against level.
 - :func:`plot_convrnn_supplement` Fig. 4: the four-panel image-off supplement.
 
 Readable on a laptop screen: a figure shows one concept, puts at most :data:`MAX_COLUMNS`
@@ -654,6 +657,125 @@ def plot_claim_test(table, note: str = ""):
     ax.legend()
     ax.set_title(titled("Do models converge at the feature stage?", note), fontsize=11)
     fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- perturbations
+
+
+def plot_steps_by_level(table, measure: str, perturbation: str, note: str = "",
+                        ylabel: str = "top-1 (%)"):
+    """Chapter 6: ``measure`` over every step, one panel per model, one line per level of
+    ``perturbation`` (darker = stronger; a one-step model's levels are dashed lines).
+
+    ``table``: rows of :func:`analysis_utils.robustness.step_table` (``model``,
+    ``perturbation``, ``level``, ``step``, ``n_steps``, ``measure``).
+    """
+    _check_columns(table, ["model", "perturbation", "level", "step", "n_steps", measure],
+                   "table")
+    part = table[table["perturbation"] == perturbation]
+    if part.empty:
+        raise AnalysisUtilsError(
+            f"table has no rows for the perturbation {perturbation!r}; it has: "
+            f"{', '.join(map(str, dict.fromkeys(table['perturbation'])))}."
+        )
+    levels = sorted(dict.fromkeys(part["level"]))
+    colors = dict(zip(levels, sns.color_palette("rocket_r", len(levels) + 1)[1:]))
+    models = list(dict.fromkeys(part["model"]))
+    fig, axes = _panel_grid(len(models), height=3.0)
+    for ax, name in zip(axes, models):
+        rows = part[part["model"] == name]
+        for level in levels:
+            at = rows[rows["level"] == level].sort_values("step")
+            n_steps = int(at["n_steps"].iloc[0])
+            text = "clean" if level == 0 else f"{perturbation} {level:g}"
+            if n_steps <= 1:
+                ax.axhline(float(at[measure].iloc[0]), color=colors[level], ls="--", lw=1.5,
+                           label=text)
+            else:
+                ax.plot(at["step"], at[measure], color=colors[level], lw=2, marker="o", ms=3,
+                        label=text)
+        ax.set_title(label(name))
+        if int(rows["n_steps"].iloc[0]) > 1:
+            ax.set_xlabel("step")
+        else:
+            ax.set_xticks([])
+            ax.set_xlabel("one step")
+        ax.set_ylabel(ylabel)
+    fig.suptitle(titled(f"{ylabel} at every step under {perturbation}", note))
+    fig.tight_layout()
+    most_steps = max(range(len(models)), key=lambda i: int(
+        part[part["model"] == models[i]]["n_steps"].iloc[0]))
+    _legend_below(fig, axes[most_steps], ncol=len(levels))
+    return fig
+
+
+def plot_perturbation_examples(probe, examples: Mapping, picks: Sequence[int], note: str = ""):
+    """Chapter 6: the clean image and every perturbed version of a few probe images: one row
+    per perturbation level (clean first), one column per picked image (at most
+    :data:`MAX_COLUMNS`).
+
+    ``examples``: ``{PerturbationSpec: perturbed PIL images in probe order}`` (as
+    :func:`analysis_utils.perturb.perturb_probe` returns them); ``picks``: probe positions.
+    """
+    picks = list(picks)
+    if not 1 <= len(picks) <= MAX_COLUMNS or any(not 0 <= i < len(probe) for i in picks):
+        raise AnalysisUtilsError(
+            f"picks must be 1 to {MAX_COLUMNS} positions from 0 to {len(probe) - 1}, got "
+            f"{picks}."
+        )
+    rows = [("clean", [probe.images[i] for i in picks])]
+    rows += [(spec.describe(), [images[i] for i in picks]) for spec, images in examples.items()]
+    side = 1.7
+    fig, axes = plt.subplots(len(rows), len(picks), figsize=(side * len(picks) + 1.6,
+                                                             side * len(rows) + 0.8),
+                             squeeze=False)
+    for r, (text, images) in enumerate(rows):
+        for c, image in enumerate(images):
+            ax = axes[r, c]
+            ax.imshow(image)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(text, rotation=0, ha="right", va="center", fontsize=9)
+            if r == 0:
+                ax.set_title(probe.category_names[int(probe.labels[picks[c]])].split(",")[0],
+                             fontsize=9)
+    fig.suptitle(titled("The perturbed images", note), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_against_level(table, measure: str, ylabel: str, title: str, note: str = "",
+                       zero_line: bool = False):
+    """Chapter 6: ``measure`` against the perturbation level, one panel per perturbation
+    (two a row), one line per model in its colour; feedforward models dashed. Optional
+    ``lo``/``hi`` columns are drawn as a band (the bootstrap interval of the benefit).
+
+    ``table``: rows with ``model``, ``perturbation``, ``level`` and ``measure``.
+    """
+    _check_columns(table, ["model", "perturbation", "level", measure], "table")
+    perturbations = list(dict.fromkeys(table["perturbation"]))
+    fig, axes = _panel_grid(len(perturbations), ncols=2, height=3.4)
+    for ax, name in zip(axes, perturbations):
+        part = table[table["perturbation"] == name]
+        for model, rows in part.groupby("model", sort=False):
+            rows = rows.sort_values("level")
+            color = model_color(model)
+            dashed = not _card(model).recurrent
+            ax.plot(rows["level"], rows[measure], color=color, lw=1.6 if dashed else 2.2,
+                    ls="--" if dashed else "-", marker="o", ms=4, label=label(model))
+            if "lo" in rows and "hi" in rows:
+                ax.fill_between(rows["level"], rows["lo"], rows["hi"], color=color,
+                                alpha=0.15, lw=0)
+        if zero_line:
+            ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(name)
+        ax.set_xlabel(f"{name} level")
+        ax.set_ylabel(ylabel)
+    fig.suptitle(titled(title, note))
+    fig.tight_layout()
+    _legend_below(fig, axes[0])
     return fig
 
 

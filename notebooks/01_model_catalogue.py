@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from IPython.display import HTML, Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting, results
+from analysis_utils import book, catalogue, geometry, plotting, results
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
@@ -161,10 +161,7 @@ else:
 # other chapters reuse them.
 
 # %% tags=["hide-input"]
-features, extraction = {}, {}
-for name in P.models:
-    features[name], extraction[name] = extract.features(
-        name, probe_set, readouts=P.readouts, progress=False, **P.extract_kwargs())
+features, extraction = book.load_features(P, probe_set)
 display(book.features_summary(features, extraction))
 labels = probe_set.labels
 class_index = probe_set.class_index(P.scale)

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting, results, stats
+from analysis_utils import book, catalogue, geometry, plotting, results, stats
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
@@ -55,10 +55,7 @@ PERMUTATION_SEED = 42  # the study's seed for the permutation test
 CHAPTER = "02_dynamics"  # names this chapter's result tables (book/_build/html/results/)
 
 # %% tags=["hide-input"]
-features, extraction = {}, {}
-for name in P.models:
-    features[name], extraction[name] = extract.features(
-        name, probe_set, readouts=P.readouts, progress=False, **P.extract_kwargs())
+features, extraction = book.load_features(P, probe_set)
 display(book.features_summary(features, extraction))
 labels = probe_set.labels
 recurrent = [name for name in P.models if catalogue.card(name).recurrent]

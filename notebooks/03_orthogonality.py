@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting, results
+from analysis_utils import book, catalogue, geometry, plotting, results
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
                           models=models, readouts=readouts, baseline=baseline, after=after,
@@ -69,10 +69,7 @@ display(Markdown(
 
 # %% tags=["hide-input"]
 labels = probe_set.labels
-features, extraction = {}, {}
-for name in P.models:
-    features[name], extraction[name] = extract.features(
-        name, probe_set, readouts=P.readouts, progress=False, **P.extract_kwargs())
+features, extraction = book.load_features(P, probe_set)
 display(book.features_summary(features, extraction))
 # The comparison with untrained networks uses the first REFERENCE_K images of each category,
 # for the chapter's models and the untrained seeds alike.

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting, results, rsa
+from analysis_utils import book, catalogue, geometry, plotting, results, rsa
 from analysis_utils.errors import AnalysisUtilsError
 
 P = book.check_parameters(scale=scale, weights=weights, probe=probe, data_dir=data_dir,
@@ -65,10 +65,7 @@ CHAPTER = "04_cross_model_rsa"  # names this chapter's result tables (book/_buil
 
 # %% tags=["hide-input"]
 labels = probe_set.labels
-features, extraction = {}, {}
-for name in P.models:
-    features[name], extraction[name] = extract.features(
-        name, probe_set, readouts=P.readouts, progress=False, **P.extract_kwargs())
+features, extraction = book.load_features(P, probe_set)
 display(book.features_summary(features, extraction))
 
 

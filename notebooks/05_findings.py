@@ -59,7 +59,7 @@ from IPython.display import HTML, Markdown, display
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from analysis_utils import book, catalogue, claims, extract, plotting, results
+from analysis_utils import book, catalogue, claims, plotting, results
 
 CHAPTER = "05_findings"  # names this chapter's result tables (book/_build/html/results/)
 from analysis_utils.errors import AnalysisUtilsError
@@ -93,10 +93,7 @@ display(Markdown(
 ))
 
 # %% tags=["hide-input"]
-features, extraction = {}, {}
-for name in P.models:
-    features[name], extraction[name] = extract.features(
-        name, probe_set, readouts=P.readouts, progress=False, **P.extract_kwargs())
+features, extraction = book.load_features(P, probe_set)
 display(book.features_summary(features, extraction))
 reference_images, _ = book.reference_probe(probe_set, REFERENCE_K)
 reference = book.untrained_reference(P, probe_set, SEEDS, REFERENCE_K, own_features=features)

@@ -60,7 +60,7 @@ import pandas as pd
 import torch
 from IPython.display import HTML, Markdown, display
 
-from analysis_utils import book, catalogue, extract, geometry, plotting, results
+from analysis_utils import book, catalogue, geometry, plotting, results
 from analysis_utils import plugins as plugin_tools
 from analysis_utils.errors import AnalysisUtilsError
 
@@ -155,10 +155,7 @@ for name, model in own.items():
 # nearest-centroid top-1 on the penultimate features.
 
 # %% tags=["hide-input"]
-features, extraction = {}, {}
-for name in P.models:
-    features[name], extraction[name] = extract.features(
-        name, probe_set, readouts=P.readouts, progress=False, **P.extract_kwargs())
+features, extraction = book.load_features(P, probe_set)
 display(book.features_summary(features, extraction))
 labels = probe_set.labels
 class_index = probe_set.class_index(P.scale)

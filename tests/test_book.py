@@ -399,7 +399,7 @@ def test_chapter_runs_under_papermill(chapter, tmp_path, tiny_cache, monkeypatch
                   "data_dir": _probe_dir(), "device": "cpu"}
     if chapter == "03_orthogonality":
         parameters["untrained_seeds"] = "0,1"
-    if chapter == "04_cross_model_rsa":
+    if chapter in ("04_cross_model_rsa", "06_perturbations"):
         parameters["n_boot"] = 20
     papermill.execute_notebook(str(source), str(output), parameters=parameters,
                                kernel_name="python3", progress_bar=False, cwd=str(tmp_path))

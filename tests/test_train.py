@@ -436,6 +436,25 @@ def test_recipes_give_per_model_settings_that_options_override():
         train.TrainConfig(epochs=1, precision="fp8").check()
 
 
+def test_the_recipe_trains_in_float32_on_a_cpu_without_native_bf16(tmp_path):
+    """bf16 autocast is emulated (about 10x slower) on a CPU without AVX-512 BF16."""
+    with_bf16 = tmp_path / "with"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    without = tmp_path / "without"
+    without.write_text("processor\t: 0\nflags\t\t: fpu avx2\n")
+    assert train.cpu_has_native_bf16(with_bf16) is True
+    assert train.cpu_has_native_bf16(without) is False
+    assert train.cpu_has_native_bf16(tmp_path / "missing") is None
+    native, why = train.recipe_settings("cpu-zoo", "alexnet", "cpu", native_bf16=True)
+    assert native["precision"] == "bf16-autocast" and "float32" not in why
+    emulated, why = train.recipe_settings("cpu-zoo", "alexnet", "cpu", native_bf16=False)
+    assert emulated["precision"] == "float32" and "no native bf16" in why
+    assert {k: v for k, v in emulated.items() if k != "precision"} == {
+        k: v for k, v in native.items() if k != "precision"}
+    on_gpu, _ = train.recipe_settings("cpu-zoo", "alexnet", "cuda", native_bf16=False)
+    assert on_gpu["precision"] == "bf16-autocast"
+
+
 def test_bf16_autocast_and_compile_train_the_same_architecture(data_dir, tmp_path):
     entry = train.train_model("_train_test_final", archives=data_dir, out_dir=tmp_path,
                               epochs=1, device="cpu", batch_size=16, max_classes=N_CLASSES,
