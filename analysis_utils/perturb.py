@@ -199,9 +199,11 @@ def apply(spec: PerturbationSpec, images: torch.Tensor, labels: torch.Tensor | N
     return PERTURBATIONS[spec.name].function(images, spec.level, spec.seed, ids, labels, sources)
 
 
-def perturb_probe(spec: PerturbationSpec, probe) -> list[Image.Image]:
+def perturb_probe(spec: PerturbationSpec, probe, positions: Sequence[int] | None = None
+                  ) -> list[Image.Image]:
     """The probe's images, perturbed, as RGB PIL images in probe order (what the card's
-    preprocessing takes).
+    preprocessing takes); with ``positions``, only the images at those positions (the same
+    pixels as in the whole probe's result: the same ids and the same pool of sources).
 
     Each image's id is a hash of its file name, so a probe cut to fewer images per category
     gets the same pixels for the images it keeps (for clutter, only when the pool is the same:
@@ -217,8 +219,14 @@ def perturb_probe(spec: PerturbationSpec, probe) -> list[Image.Image]:
             f"{type(probe).__name__}."
         )
     ids = [file_id(name) for name in probe.file_names]
+    wanted = range(len(probe)) if positions is None else list(positions)
+    if any(isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < len(probe)
+           for i in wanted):
+        raise AnalysisUtilsError(
+            f"positions must be probe positions from 0 to {len(probe) - 1}, got {positions!r}."
+        )
     if spec.is_identity:
-        return [probe.images[i] for i in range(len(probe))]
+        return [probe.images[i] for i in wanted]
     pixels = [pil_to_tensor(image) for image in probe.images]
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, tensor in enumerate(pixels):
@@ -233,13 +241,17 @@ def perturb_probe(spec: PerturbationSpec, probe) -> list[Image.Image]:
             crops = [_resize(_centre_square(p[None]), side)[0] for p in pixels]
             sources = (torch.stack(crops), probe.labels)
     out: list[Image.Image | None] = [None] * len(probe)
+    keep = set(wanted)
     for members in by_size.values():
+        members = [i for i in members if i in keep]
+        if not members:
+            continue
         batch = torch.stack([pixels[i] for i in members])
         done = apply(spec, batch, probe.labels[members], ids=[ids[i] for i in members],
                      sources=sources)
         for i, tensor in zip(members, done):
             out[i] = tensor_to_pil(tensor)
-    return out
+    return [out[i] for i in wanted]
 
 
 def file_id(file_name: str) -> int:

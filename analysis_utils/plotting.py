@@ -715,8 +715,9 @@ def plot_perturbation_examples(probe, examples: Mapping, picks: Sequence[int], n
     per perturbation level (clean first), one column per picked image (at most
     :data:`MAX_COLUMNS`).
 
-    ``examples``: ``{PerturbationSpec: perturbed PIL images in probe order}`` (as
-    :func:`analysis_utils.perturb.perturb_probe` returns them); ``picks``: probe positions.
+    ``examples``: ``{PerturbationSpec: the perturbed PIL images at picks}`` (as
+    ``perturb.perturb_probe(spec, probe, positions=picks)`` returns them); ``picks``: probe
+    positions.
     """
     picks = list(picks)
     if not 1 <= len(picks) <= MAX_COLUMNS or any(not 0 <= i < len(probe) for i in picks):
@@ -725,7 +726,13 @@ def plot_perturbation_examples(probe, examples: Mapping, picks: Sequence[int], n
             f"{picks}."
         )
     rows = [("clean", [probe.images[i] for i in picks])]
-    rows += [(spec.describe(), [images[i] for i in picks]) for spec, images in examples.items()]
+    for spec, images in examples.items():
+        if len(images) != len(picks):
+            raise AnalysisUtilsError(
+                f"examples[{spec.describe()!r}] holds {len(images)} images; give one per pick "
+                f"({len(picks)}): perturb.perturb_probe(spec, probe, positions=picks)."
+            )
+        rows.append((spec.describe(), list(images)))
     side = 1.7
     fig, axes = plt.subplots(len(rows), len(picks), figsize=(side * len(picks) + 1.6,
                                                              side * len(rows) + 0.8),

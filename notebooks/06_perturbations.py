@@ -87,10 +87,10 @@ display(Markdown(
 # model's preprocessing then brings them to its input size).
 
 # %% tags=["hide-input"]
-examples = {spec: perturb.perturb_probe(spec, cut) for spec in SPECS}
 n = probe_set.n_categories
-fig = plotting.plot_perturbation_examples(cut, examples, picks=[K * (i * n // 3) for i in range(3)],
-                                          note=NOTE)
+picks = [K * (i * n // 3) for i in range(3)]
+examples = {spec: perturb.perturb_probe(spec, cut, positions=picks) for spec in SPECS}
+fig = plotting.plot_perturbation_examples(cut, examples, picks=picks, note=NOTE)
 display(fig)
 plotting.plt.close(fig)
 

@@ -180,6 +180,13 @@ def test_perturb_probe_uses_file_ids_so_a_cut_probe_keeps_its_pixels(tmp_path):
     assert perturb.perturb_probe(PerturbationSpec("clutter", 0), probe) == list(probe.images)
     cluttered = perturb.perturb_probe(PerturbationSpec("clutter", 2, seed=1), probe)
     assert perturb.images_to_tensor(cluttered).shape == (12, 3, 64, 64)
+    # positions: the same pixels as in the whole probe's result (clutter: the same pool)
+    picks = [7, 0, 11]
+    some = perturb.perturb_probe(PerturbationSpec("clutter", 2, seed=1), probe, positions=picks)
+    assert torch.equal(perturb.images_to_tensor(some),
+                       perturb.images_to_tensor(cluttered)[picks])
+    with pytest.raises(AnalysisUtilsError, match="positions must be probe positions from 0 to 11"):
+        perturb.perturb_probe(spec, probe, positions=[12])
 
 
 def test_perturb_probe_handles_images_of_different_sizes(tmp_path):
