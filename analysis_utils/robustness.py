@@ -98,8 +98,8 @@ def per_category_mean(values: torch.Tensor, labels) -> np.ndarray:
 
 def logit_hits(logits: torch.Tensor, labels, class_index) -> torch.Tensor:
     """[T, N] 1.0 where the argmax over all outputs is the image's category's output."""
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    target = torch.as_tensor(class_index, dtype=torch.long)[labels]
+    target = geometry._logit_targets(labels, class_index, logits.shape[-2], logits.shape[-1],
+                                     logits.device)
     return (logits.argmax(-1) == target).double()
 
 
@@ -156,6 +156,12 @@ def step_table(measured: Mapping[tuple[str, str, float], dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _benefit(values: dict, baseline: int, after: int) -> np.ndarray:
+    """Per category: top-1 at step ``after`` minus top-1 at step ``baseline``."""
+    per_category = values["top1_per_category"]
+    return per_category[after - 1] - per_category[baseline - 1]
+
+
 def benefit_table(measured: Mapping[tuple[str, str, float], dict], states: Mapping[str, tuple],
                   n_boot: int = 2000, seed: int = 42) -> pd.DataFrame:
     """The recurrence benefit per recurrent model, perturbation and level.
@@ -171,7 +177,7 @@ def benefit_table(measured: Mapping[tuple[str, str, float], dict], states: Mappi
             continue
         baseline, after = states[model]
         per_category = values["top1_per_category"]
-        difference = per_category[after - 1] - per_category[baseline - 1]
+        difference = _benefit(values, baseline, after)
         low, high = stats.bootstrap_ci(difference, n_boot=n_boot, seed=seed)
         rows.append({"model": model, "perturbation": name, "level": level,
                      "baseline step": baseline, "after step": after,
@@ -199,12 +205,6 @@ PREDICTIONS = {
 }
 #: the perturbations each prediction is about
 PREDICTION_PERTURBATIONS = {"benefit grows": None, "advantage grows": ("occlusion", "clutter")}
-
-
-def _benefit(values: dict, baseline: int, after: int) -> np.ndarray:
-    """Per category: top-1 at step ``after`` minus top-1 at step ``baseline``."""
-    per_category = values["top1_per_category"]
-    return per_category[after - 1] - per_category[baseline - 1]
 
 
 def _advantage(values: dict, partner: dict, after: int) -> np.ndarray:
