@@ -289,21 +289,22 @@ def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor
     return torch.matmul(a, b, out=out)
 
 
-def _between_change(grams: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-    """"Δ Between-Proto (%)" [B] from the centred prototypes' Gram matrices of both states
-    stacked, [2 (before, after), B, C, C]; ``pairs`` [P] are the flat positions of the pairs
-    c < c' in a [C, C] matrix (row by row, the study's upper triangle).
+def _between_change(pair_grams: torch.Tensor, diagonal: torch.Tensor, first: torch.Tensor,
+                    second: torch.Tensor) -> torch.Tensor:
+    """"Δ Between-Proto (%)" [...] from entries of the centred prototypes' Gram matrices of
+    both states stacked on the first axis (before, after): ``pair_grams`` [2, ..., P] the
+    entries (c, c') of the pairs c < c' (row by row, the study's upper triangle) and
+    ``diagonal`` [2, ..., C] the entries (c, c); ``first`` and ``second`` [P] are c and c'.
 
-    Cosines are ``G / (n n^T)`` with the norms ``n = sqrt(diag G)`` clamped at 1e-12 (as
-    ``F.normalize``); the study's per-pair % change of the distance, ``(d_after - d_before) /
-    d_before * 100`` with ``d = 1 - cos``, is ``(cos_before - cos_after) / d_before * 100``,
+    Cosines are ``G[c, c'] / (n_c n_c')`` with the norms ``n = sqrt(diag G)`` clamped at 1e-12
+    (as ``F.normalize``); the study's per-pair % change of the distance, ``(d_after - d_before)
+    / d_before * 100`` with ``d = 1 - cos``, is ``(cos_before - cos_after) / d_before * 100``,
     averaged over the pairs whose ``d_before`` exceeds 1e-12. An excluded pair is divided by at
     least 1e-12 (so it stays finite) before its weight 0 removes it: on a CPU this is faster
-    than ``torch.where``, as ``torch.gather`` is faster than indexing.
+    than ``torch.where``.
     """
-    norms = torch.diagonal(grams, dim1=-2, dim2=-1).clamp_min(0).sqrt().clamp_min(1e-12)
-    cosines = (grams / norms.unsqueeze(-1)).div_(norms.unsqueeze(-2)).flatten(-2)
-    cos_before, cos_after = torch.gather(cosines, -1, pairs.expand(*cosines.shape[:-1], -1))
+    norms = diagonal.clamp_min(0).sqrt_().clamp_min_(1e-12)
+    cos_before, cos_after = pair_grams / (norms[..., first] * norms[..., second])
     baseline = 1.0 - cos_before
     kept = baseline > _PCT_FLOOR
     change = cos_before.sub_(cos_after).div_(baseline.clamp_min_(_PCT_FLOOR)).mul_(kept)
@@ -333,7 +334,8 @@ class _SwapAlgebra:
     half their mean, ``(X H + H X^T)[c, c'] = X[c, c'] + X[c', c] - x[c] - x[c']`` and ``(H E
     E^T H)[c, c'] = (E E^T)[c, c'] - f[c] - f[c']``. The two products run in ``dtype`` and
     everything else in float64, so float32 rounds only the part of the change a swap makes
-    that is not common to all classes, which the centring H would otherwise cancel.
+    that is not common to all classes, which the centring H would otherwise cancel. Only the
+    entries the statistic reads are formed: the pairs c < c' and the diagonal.
     """
 
     def __init__(self, Xb: torch.Tensor, Xa: torch.Tensor, lab, dtype: torch.dtype,
@@ -368,8 +370,14 @@ class _SwapAlgebra:
         self.common_sq = float(common @ common)
         self.common_cross = torch.stack([centred_before @ common, centred_after @ common])
         self.signs = torch.tensor([[1.0], [-1.0]], dtype=torch.float64, device=device)
-        first, second = torch.triu_indices(c, c, 1, device=device)
-        self.pairs = first * c + second
+        # the entries the statistic reads: the pairs c < c', then the diagonal (c, c)
+        self.first, self.second = torch.triu_indices(c, c, 1, device=device)
+        diagonal = torch.arange(c, device=device)
+        self.rows_of = torch.cat([self.first, diagonal])
+        self.cols_of = torch.cat([self.second, diagonal])
+        self.n_pairs = self.first.numel()
+        self.entries = self.rows_of * c + self.cols_of  # flat positions in a [C, C] matrix
+        self.gram_entries = self.grams.flatten(-2)[:, self.entries].unsqueeze(1)  # [2, 1, P+C]
         weighted -= Xb
         weighted -= common
         weighted /= sizes[lab.index].unsqueeze(1)
@@ -383,13 +391,18 @@ class _SwapAlgebra:
         self.swaps = torch.zeros(batch_size, n + 1, dtype=dtype, device=device)
         self.products = torch.empty(c, batch_size, rows.shape[1], dtype=dtype, device=device)
         self.shift_grams = torch.empty(batch_size, c, c, dtype=dtype, device=device)
-        # masks per step of the float64 part: on a CPU 13 for C = 100, so its temporaries
-        # stay in cache (measured 1.3-3x faster than the whole batch); on a GPU the batch
-        self.chunk = batch_size if device.type == "cuda" else max(1, 2**17 // c**2)
+        # masks per step of the float64 part: on a CPU 26 for C = 100, so its temporaries
+        # stay in cache; on a GPU the batch
+        self.chunk = batch_size if device.type == "cuda" else max(1, 2**18 // c**2)
 
     def observed(self) -> float:
         """The statistic with no swaps."""
-        return float(_between_change(self.grams.unsqueeze(1), self.pairs)[0])
+        return float(self._change(self.gram_entries)[0])
+
+    def _change(self, entries: torch.Tensor) -> torch.Tensor:
+        """The statistic [k] from the Gram entries [2, k, P + C] (pairs, then diagonal)."""
+        return _between_change(entries[..., :self.n_pairs], entries[..., self.n_pairs:],
+                               self.first, self.second)
 
     def null(self, masks: np.ndarray) -> np.ndarray:
         """The statistic for each of up to ``batch_size`` swap masks [B, N]."""
@@ -412,27 +425,33 @@ class _SwapAlgebra:
     def _statistic(self, products: torch.Tensor, shift_gram: torch.Tensor,
                    fractions: torch.Tensor) -> torch.Tensor:
         """The statistic [k] from the class products [C, k, D + 2C + 1], ``Ẽ Ẽ^T`` [k, C, C]
-        and ``phi`` [k, C], with both states as one stack [2 (before, after), k, C, C]."""
-        c, k = self.n_classes, shift_gram.shape[0]
+        and ``phi`` [k, C]: the swapped Gram entries (c, c') of the pairs and the diagonal, of
+        both states as one stack [2 (before, after), k, P + C], in float64."""
+        c = self.n_classes
+        rows, cols = self.rows_of, self.cols_of
         phi = fractions.double()
-        # E E^T = Ẽ Ẽ^T + b phi^T + phi b^T with b = a + |mu|^2 phi / 2, as one product
+        # E E^T = Ẽ Ẽ^T + b phi^T + phi b^T with b = a + |mu|^2 phi / 2: its row means over c'
+        # (f before halving the mean) and its entries
         b = products[:, :, -1].T.double() + self.common_sq / 2 * phi
-        shift_gram = torch.baddbmm(shift_gram.double(), torch.stack([b, phi], 2),
-                                   torch.stack([phi, b], 1))
-        f = shift_gram.mean(-1)
-        f = f - f.mean(-1, keepdim=True) / 2  # [k, C]
-        # cross[s, b, c', c] = X[c, c'] for state s (before, after); its mean over c' is x[c]
-        cross = products[:, :, self.dim:-1].reshape(c, k, 2, c).permute(2, 1, 0, 3).to(
-            torch.float64, copy=True)
-        cross.addcmul_(self.common_cross.view(2, 1, 1, c), phi.view(1, k, c, 1))
-        row = self.signs.unsqueeze(-1) * cross.mean(2) + f  # [2, k, C], X signed -1 after
-        symmetric = cross + cross.transpose(-1, -2)  # X + X^T
-        grams = self.grams.unsqueeze(1) + shift_gram  # [2, k, C, C]
-        grams[0] += symmetric[0]
-        grams[1] -= symmetric[1]
-        grams -= row.unsqueeze(-1)
-        grams -= row.unsqueeze(-2)
-        return _between_change(grams, self.pairs)
+        row_means = (shift_gram.sum(-1, dtype=torch.float64) / c
+                     + b * phi.mean(-1, keepdim=True) + phi * b.mean(-1, keepdim=True))
+        f = row_means - row_means.mean(-1, keepdim=True) / 2  # [k, C]
+        shift = (shift_gram.flatten(-2)[:, self.entries].double()
+                 + b[:, rows] * phi[:, cols] + phi[:, rows] * b[:, cols])  # [k, P + C]
+        # X_s[c, c'] = cross[c', :, s C + c] + (P_s mu)[c] phi[c']; x_s[c] its mean over c'
+        cross = products[:, :, self.dim:-1]  # [C, k, 2C]
+        states = (torch.arange(2, device=cross.device) * c).view(2, 1)
+        x = (cross.sum(0, dtype=torch.float64).view(-1, 2, c).transpose(0, 1) / c
+             + self.common_cross.unsqueeze(1) * phi.mean(-1).view(1, -1, 1))  # [2, k, C]
+        common = self.common_cross.unsqueeze(1)  # [2, 1, C]
+        both = (cross[cols, :, states + rows].double().transpose(1, 2)  # X_s[c, c'] [2, k, P+C]
+                + cross[rows, :, states + cols].double().transpose(1, 2)  # X_s[c', c]
+                + common[..., rows] * phi[:, cols] + common[..., cols] * phi[:, rows])
+        row = self.signs.unsqueeze(-1) * x + f  # [2, k, C], X signed -1 after
+        entries = self.gram_entries + shift + self.signs.unsqueeze(-1) * both
+        entries -= row[..., rows]
+        entries -= row[..., cols]
+        return self._change(entries)
 
 
 @contextmanager
