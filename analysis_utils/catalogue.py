@@ -60,6 +60,9 @@ class ModelCard:
     notes: str = ""
     code_version: str = "1"  # bump when a change to the model code changes its numbers
     build_options: Mapping[str, object] = field(default_factory=dict)  # defaults, for the card
+    #: a plug-in's own folder of trained mini weights (``<name>.safetensors`` and the trainer's
+    #: ``manifest.json``); None: the package's mini zoo
+    trained_dir: Path | None = None
 
     @property
     def baseline(self) -> int:

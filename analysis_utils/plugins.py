@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -281,7 +282,8 @@ def register_model(name: str, build: Callable[..., nn.Module], *, readouts: Mapp
                    step_unit: str = "t", headline_readout: str = "logits",
                    colors: tuple[str, str] = DEFAULT_COLORS, reference: str = "",
                    notes: str = "", code_version: str | None = None,
-                   load_checkpoint: Callable | None = None) -> catalogue.ModelCard:
+                   load_checkpoint: Callable | None = None,
+                   trained_dir: str | os.PathLike | None = None) -> catalogue.ModelCard:
     """Register a plain PyTorch model in the catalogue; returns its card.
 
     ``build(scale=..., steps=...)`` returns the user's ``nn.Module`` for ``scale`` ('mini':
@@ -293,6 +295,8 @@ def register_model(name: str, build: Callable[..., nn.Module], *, readouts: Mapp
     scale). ``code_version`` defaults to a hash of the file that defines ``build``, so editing
     that file invalidates the cached features. Weights given as a path load with
     ``load_checkpoint`` (default: a ``torch.save(state_dict)`` file of the user's model).
+    ``trained_dir`` is the folder where the project's trainer writes (``train --out``) and
+    ``weights="trained"`` reads the model's mini weights (default: the package's mini zoo).
     """
     if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise AnalysisUtilsError(
@@ -342,6 +346,7 @@ def register_model(name: str, build: Callable[..., nn.Module], *, readouts: Mapp
             "mini": preprocess.mini_imagenet(64), "full": preprocess.imagenet(224, 256)},
         official_weights=None, colors=tuple(colors), reference=reference, notes=notes,
         code_version=code_version or _source_version(build),
+        trained_dir=Path(trained_dir).resolve() if trained_dir is not None else None,
     )
     readouts = dict(readouts)
 

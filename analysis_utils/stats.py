@@ -505,9 +505,9 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
 
     Instead of cloning and re-averaging the features per permutation, a swapped prototype is
     the original plus the masked class sum of the differences, and for ``batch_size``
-    permutations at once the centred prototypes' Gram matrices [B, C, C] follow from two
-    batched matrix products (see :class:`_SwapAlgebra`); cosine distances come from the Gram
-    matrices.
+    permutations at once the entries of the centred prototypes' Gram matrices that the
+    statistic reads (the pairs c < c' and the diagonal, [B, C (C + 1) / 2]) follow from two
+    batched matrix products (see :class:`_SwapAlgebra`); cosine distances come from them.
 
     The two products run in ``dtype`` (float32 by default; float64 is an option) and
     everything else in float64, with the change common to all exemplars taken out first, so

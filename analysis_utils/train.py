@@ -1372,9 +1372,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "official tiny-imagenet-200 folder (default: "
                              "$ANALYSIS_UTILS_SHARED/data/tiny-imagenet-200 or "
                              "../shared/data/tiny-imagenet-200)")
-    parser.add_argument("--out", default=str(ZOO_DIR / "mini"),
+    parser.add_argument("--out", default=None,
                         help="output folder for <name>.safetensors and manifest.json "
-                             "(default: the package's zoo/mini)")
+                             "(default: the plug-in's trained_dir where it registered one, "
+                             "else the package's zoo/mini)")
     parser.add_argument("--epochs", type=int, default=None, help="a fixed number of epochs")
     parser.add_argument("--budget", type=float, default=None,
                         help="training seconds per model; epochs chosen from the measured speed "
@@ -1425,6 +1426,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def default_out_dir(names) -> Path:
+    """Where ``train`` writes without ``--out``: the models' own ``trained_dir`` (plug-ins that
+    registered one, all the same folder), else the package's mini zoo."""
+    from . import catalogue
+
+    folders = {catalogue.card(name).trained_dir for name in names}
+    if len(folders) > 1:
+        raise AnalysisUtilsError(
+            f"{', '.join(names)} keep their trained weights in different folders; train them "
+            "one at a time, or give one folder with --out.")
+    folder = folders.pop() if folders else None
+    return Path(folder) if folder is not None else ZOO_DIR / "mini"
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the ``train`` subcommand; returns the exit status."""
     from . import catalogue
@@ -1450,7 +1465,7 @@ def main(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise AnalysisUtilsError(f"--shards must be comma-separated integers such as 0,1,2, "
                                      f"got {args.shards!r}.") from exc
-    out_dir = Path(args.out)
+    out_dir = Path(args.out) if args.out else default_out_dir(names)
     log_path = Path(args.log) if args.log else out_dir / "train.log"
 
     def log(line: str) -> None:

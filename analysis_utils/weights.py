@@ -7,7 +7,9 @@
   ``~/.cache/analysis_utils/weights``), writing to a temporary file and renaming only after the
   hash matches, so the cache never holds a partial or wrong file.
 - The mini zoo lives in ``analysis_utils/zoo/mini/`` (``<name>.safetensors`` plus
-  ``manifest.json`` with each file's sha256); :func:`trained_path` finds and checks a file.
+  ``manifest.json`` with each file's sha256); a plug-in may keep its own trained weights in
+  the same layout in the ``trained_dir`` it registered. :func:`trained_path` finds and checks
+  a file, :func:`trained_records` gathers the training records.
 """
 
 from __future__ import annotations
@@ -130,27 +132,50 @@ def fetch(spec: OfficialWeights, cache_dir: str | os.PathLike | None = None) -> 
 # ----------------------------------------------------------------------------- mini zoo
 
 
-def zoo_manifest(scale: str = "mini") -> dict:
-    """The zoo manifest for ``scale`` (``{}`` when no zoo has been trained yet)."""
-    path = ZOO_DIR / scale / "manifest.json"
+def trained_dir(name: str, scale: str = "mini") -> Path:
+    """The folder that holds the trained ``scale`` weights of ``name``: the plug-in's own
+    ``trained_dir`` where its registration gave one, else the package's zoo folder."""
+    from .catalogue import card  # the catalogue imports this module
+
+    own = card(name).trained_dir
+    return Path(own) if own is not None else ZOO_DIR / scale
+
+
+def zoo_manifest(scale: str = "mini", directory: str | os.PathLike | None = None) -> dict:
+    """The zoo manifest for ``scale`` in ``directory`` (default: the package's zoo folder);
+    ``{}`` when no model has been trained there yet."""
+    path = (Path(directory) if directory is not None else ZOO_DIR / scale) / "manifest.json"
     if not path.exists():
         return {}
     with open(path) as handle:
         return json.load(handle)
 
 
+def trained_records(names, scale: str = "mini") -> dict:
+    """The training records of the trained models among ``names``, each read from its own
+    folder (:func:`trained_dir`: the zoo, or a plug-in's), as one manifest ``{"scale": ...,
+    "models": {name: entry}}`` in the order of ``names``; models without weights are left out."""
+    models = {}
+    for name in names:
+        entry = zoo_manifest(scale, trained_dir(name, scale)).get("models", {}).get(name)
+        if entry is not None:
+            models[name] = entry
+    return {"scale": scale, "models": models}
+
+
 def trained_path(name: str, scale: str = "mini") -> Path:
-    """The checked path of the trained zoo file for ``name``.
+    """The checked path of the trained zoo file for ``name`` (in :func:`trained_dir`).
 
     Raises a clear error when the zoo has no file for the model or the file's sha256 differs
     from the manifest.
     """
-    manifest = zoo_manifest(scale)
+    folder = trained_dir(name, scale)
+    manifest = zoo_manifest(scale, folder)
     entry = manifest.get("models", {}).get(name)
-    path = ZOO_DIR / scale / f"{name}.safetensors"
+    path = folder / f"{name}.safetensors"
     if entry is None or not path.exists():
         raise AnalysisUtilsError(
-            f"No trained {scale} weights for {name!r} are in {ZOO_DIR / scale}; train them with "
+            f"No trained {scale} weights for {name!r} are in {folder}; train them with "
             f"'python -m analysis_utils train --model {name}', or pass weights='untrained' "
             "(random, seeded) to run without them."
         )

@@ -9,7 +9,8 @@ does.
 
 The last lines register it: ``plugins.register_model`` wraps it in the time-resolved adapter,
 which records every call of ``cell2`` (penult), ``classifier`` (logits) and ``cell1`` (one more
-area) as one step. Analyse it with ``-p plugins examples.conv_gru -p models conv_gru,bl``.
+area) as one step; its trained weights live in ``examples/trained/``, written there by the
+project's trainer. Analyse it with ``-p plugins examples.conv_gru -p models conv_gru,bl``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class ConvGRUNet(nn.Module):
 
 # ---------------------------------------------------------------- plugging it in: these lines
 
+from pathlib import Path  # noqa: E402
+
 from analysis_utils import plugins  # noqa: E402  (the model above needs nothing from us)
 from analysis_utils.catalogue import NUM_CLASSES  # noqa: E402
 
@@ -74,4 +77,7 @@ plugins.register_model(
     mechanism="gated",
     loss_timing="all steps",
     reference="examples/conv_gru.py: a user's model, registered through the adapter",
+    # where `python -m analysis_utils train --model conv_gru --plugins examples.conv_gru`
+    # writes its weights and weights="trained" reads them
+    trained_dir=Path(__file__).parent / "trained",
 )

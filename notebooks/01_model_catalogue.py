@@ -136,10 +136,10 @@ if P.scale == "mini" and P.weights == "trained":
     from analysis_utils import train
     from analysis_utils import weights as zoo_weights
 
-    zoo = zoo_weights.zoo_manifest("mini")
-    zoo = {**zoo, "models": {n: e for n, e in zoo.get("models", {}).items() if n in P.models}}
+    zoo = zoo_weights.trained_records(P.models, "mini")
     display(Markdown("**The mini zoo's training record** (from "
-                     "`analysis_utils/zoo/mini/manifest.json`)."))
+                     "`analysis_utils/zoo/mini/manifest.json`, and a plug-in's own "
+                     "`trained_dir`)."))
     training = pd.DataFrame(train.training_table(zoo))
     display(training.style.hide(axis="index"))
     display(HTML(results.links_html(results.write_table(training, CHAPTER, "training",

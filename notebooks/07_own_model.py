@@ -30,7 +30,7 @@
 # every chapter:
 #
 # ```bash
-# make book PARAMS="-p weights untrained -p plugins examples.conv_gru -p models conv_gru,bl,b"
+# make book PARAMS="-p plugins examples.conv_gru -p models conv_gru,bl,b"
 # ```
 #
 # This page walks through the example, `examples/conv_gru.py`: a two-layer convolutional GRU
@@ -130,6 +130,35 @@ display(cards.style.hide(axis="index"))
 display(HTML(results.links_html(results.write_table(cards, CHAPTER, "cards", parameters=P))))
 
 # %% [markdown]
+# ## Training it with the project's trainer
+#
+# The trainer reads the loss timing from the card ("all steps" here: the loss on the logits of
+# every step), so a plug-in trains exactly like a zoo model, and its weights go to the
+# `trained_dir` it registered (`examples/trained/` for the example), where
+# `weights="trained"` finds them, hash-checked against that folder's manifest:
+#
+# ```bash
+# PYTHONPATH=. .venv/bin/python -m analysis_utils train --model conv_gru \
+#     --plugins examples.conv_gru --epochs 2 --batch-size 64 --lr 1e-3 --device cpu
+# ```
+#
+# Its training record, next to the catalogue models it is compared with:
+
+# %% tags=["hide-input"]
+if P.scale == "mini" and P.weights == "trained":
+    from analysis_utils import train
+    from analysis_utils import weights as zoo_weights
+
+    trained = zoo_weights.trained_records(shown, "mini")
+    record = pd.DataFrame(train.training_table(trained))
+    display(record.style.hide(axis="index"))
+    display(HTML(results.links_html(results.write_table(record, CHAPTER, "training",
+                                                        parameters=P))))
+else:
+    display(Markdown(f"*This build uses {NOTE}; the training records are shown when the "
+                     "chapter runs with `weights=\"trained\"` at mini scale.*"))
+
+# %% [markdown]
 # ## A wrong number of steps gets one sentence
 #
 # The adapter counts the calls of every named module in each forward pass. Asking the same
@@ -216,10 +245,10 @@ for readout in ("penult", "logits"):
 # ```bash
 # # one chapter
 # .venv/bin/jupytext --to ipynb notebooks/02_dynamics.py -o /tmp/02.ipynb
-# PYTHONPATH=. .venv/bin/papermill /tmp/02.ipynb /tmp/02-out.ipynb -p weights untrained \
+# PYTHONPATH=. .venv/bin/papermill /tmp/02.ipynb /tmp/02-out.ipynb \
 #     -p plugins examples.conv_gru -p models conv_gru,bl
 # # the whole book, with your model in every chapter
-# make book PARAMS="-p weights untrained -p plugins examples.conv_gru -p models conv_gru,bl,b"
+# make book PARAMS="-p plugins examples.conv_gru -p models conv_gru,bl,b"
 # ```
 #
 # A module named in `plugins` must be importable: installed, or on `PYTHONPATH` (`make book`
@@ -227,8 +256,8 @@ for readout in ("penult", "logits"):
 # entry-point group `analysis_utils.models` (in its `pyproject.toml`:
 # `[project.entry-points."analysis_utils.models"]`, `mine = "mypkg.models"`); its models are
 # then in the catalogue without any parameter. The project's trainer trains a plug-in with the
-# loss timing on its card (`python -m analysis_utils train --model conv_gru --plugins
-# examples.conv_gru --epochs 30`); its weights then load with `weights="trained"`.
+# loss timing on its card (the command above); its weights then load with `weights="trained"`
+# from the `trained_dir` it registered.
 #
 # **Cost.** The seconds column of the extraction table above is this run's cost per model
 # (near 0 when the features came from the cache). Measured on a 2-core CPU with both cores busy
@@ -244,7 +273,7 @@ for readout in ("penult", "logits"):
 # With other parameters, for the whole book (every chapter gets the same `-p` pairs):
 #
 # ```bash
-# make book PARAMS="-p weights untrained -p plugins examples.conv_gru -p models conv_gru,bl,b"
+# make book PARAMS="-p plugins examples.conv_gru -p models conv_gru,bl,b"
 # ```
 #
 # This chapter alone, from the repository root (its tables go to
@@ -254,5 +283,5 @@ for readout in ("penult", "logits"):
 # ```bash
 # .venv/bin/jupytext --to ipynb notebooks/07_own_model.py -o /tmp/07_own_model.ipynb
 # PYTHONPATH=. .venv/bin/papermill /tmp/07_own_model.ipynb /tmp/07_out.ipynb \
-#     -p weights untrained -p plugins examples.conv_gru -p models conv_gru,bl,b
+#     -p plugins examples.conv_gru -p models conv_gru,bl,b
 # ```

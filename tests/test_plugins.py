@@ -294,6 +294,46 @@ def test_the_trainer_trains_a_plugin_with_its_cards_loss_timing(registry, tmp_pa
     assert not torch.equal(trained.model.classifier.weight, initial.model.classifier.weight)
 
 
+def test_a_plugins_trained_dir_receives_and_serves_its_trained_weights(registry, tmp_path):
+    """train writes a plug-in's weights into the trained_dir it registered (not the package's
+    zoo), and weights="trained" reads them from there, hash-checked."""
+    from analysis_utils import train, weights
+
+    plugins.load_plugins(EXAMPLE)
+    from examples.conv_gru import ConvGRUNet
+
+    folder = tmp_path / "mine"
+    plugins.register_model("gru_here", build=lambda scale, steps: ConvGRUNet(100, steps=steps),
+                           readouts={"penult": "cell2", "logits": "classifier"}, steps=2,
+                           loss_timing="all steps", trained_dir=folder)
+    assert train.default_out_dir(["gru_here"]) == folder
+    assert train.default_out_dir(["bl"]) == weights.ZOO_DIR / "mini"
+    with pytest.raises(AnalysisUtilsError, match="different folders"):
+        train.default_out_dir(["gru_here", "bl"])
+    with pytest.raises(AnalysisUtilsError, match=f"No trained mini weights for 'gru_here' are "
+                                                 f"in {folder}"):
+        catalogue.load("gru_here", weights="trained")
+    labels = torch.arange(4).repeat(4)
+    images = torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    data = train.ImageSet(images, labels)
+    train.train_model("gru_here", train_data=data, val_data=data,
+                      out_dir=train.default_out_dir(["gru_here"]), epochs=1, device="cpu",
+                      batch_size=8, val_subset_per_class=2, log=lambda line: None)
+    path = folder / "gru_here.safetensors"
+    assert "gru_here" in weights.zoo_manifest("mini", folder)["models"]
+    assert "gru_here" not in weights.zoo_manifest("mini").get("models", {})
+    loaded = catalogue.load("gru_here", weights="trained")
+    assert loaded.weights_id == {"kind": "trained", "sha256": weights.file_sha256(path)}
+    from_file = catalogue.load("gru_here", weights=path)
+    assert torch.equal(loaded.model.classifier.weight, from_file.model.classifier.weight)
+    changed = bytearray(path.read_bytes())
+    changed[-1] ^= 1  # one bit of the last weight: the hash no longer matches
+    path.write_bytes(bytes(changed))
+    with pytest.raises(AnalysisUtilsError, match="zoo manifest expects"):
+        catalogue.load("gru_here", weights="trained")
+
+
 def test_the_train_command_loads_plugins_before_it_checks_the_model(registry, tmp_path):
     import argparse
 

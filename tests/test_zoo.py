@@ -1,10 +1,9 @@
 """The shipped mini zoo: seven files that load strictly, match the manifest, and are trained.
 
-Skipped while analysis_utils/zoo/mini/manifest.json is absent (``make zoo`` on a GPU, or
-``make zoo ZOO_DEVICE=cpu``); while the zoo is trained model by model, the shipped models are
-tested and the completeness test says which are missing. The accuracy tests need the real
-tiny probe: ``ANALYSIS_UTILS_DATA`` must name a folder holding ``tiny-imagenet-200/val`` (CI
-extracts val-probe100.tar.gz there).
+The zoo ships in analysis_utils/zoo/mini (trained with ``make zoo ZOO_DEVICE=cpu``); the
+completeness test fails when the manifest or any of the seven is missing. The accuracy tests
+need the real tiny probe: ``ANALYSIS_UTILS_DATA`` must name a folder holding
+``tiny-imagenet-200/val`` (CI extracts val-probe100.tar.gz there).
 """
 
 import os
@@ -17,11 +16,6 @@ from analysis_utils import catalogue, train
 from analysis_utils.weights import ZOO_DIR, file_sha256, zoo_manifest
 
 MANIFEST = zoo_manifest("mini")
-if not MANIFEST:
-    pytest.skip("the mini zoo is not trained yet (analysis_utils/zoo/mini/manifest.json is "
-                "absent); train it with 'make zoo' (GPU) or 'make zoo ZOO_DEVICE=cpu'",
-                allow_module_level=True)
-
 MODELS = MANIFEST.get("models", {})
 DATA = os.environ.get("ANALYSIS_UTILS_DATA")
 needs_probe = pytest.mark.skipif(
@@ -29,7 +23,7 @@ needs_probe = pytest.mark.skipif(
                      "tiny-imagenet-200/val, the real tiny probe)")
 
 
-#: the models the shipped manifest lists (the zoo is trained and committed model by model)
+#: the models the shipped manifest lists
 SHIPPED = [name for name in train.ZOO_MODELS if name in MODELS]
 
 
@@ -44,9 +38,7 @@ def test_the_manifest_lists_zoo_models_within_their_share_of_40_mb():
 
 def test_the_zoo_is_complete():
     missing = [name for name in train.ZOO_MODELS if name not in MODELS]
-    if missing:
-        pytest.skip(f"the mini zoo is being trained model by model; not yet shipped: "
-                    f"{', '.join(missing)}")
+    assert not missing, f"the shipped mini zoo lacks {', '.join(missing)}"
     assert sum(MODELS[name]["bytes"] for name in train.ZOO_MODELS) <= 40e6
 
 
