@@ -15,14 +15,18 @@
 
 from __future__ import annotations
 
+import queue
 import warnings
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 
 from .errors import AnalysisUtilsError, choice_error
 from .geometry import _PCT_FLOOR, _check_pair, _prototypes, as_labels
@@ -289,26 +293,29 @@ def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor
     return torch.matmul(a, b, out=out)
 
 
-def _between_change(pair_grams: torch.Tensor, diagonal: torch.Tensor, first: torch.Tensor,
-                    second: torch.Tensor) -> torch.Tensor:
-    """"Δ Between-Proto (%)" [...] from entries of the centred prototypes' Gram matrices of
-    both states stacked on the first axis (before, after): ``pair_grams`` [2, ..., P] the
-    entries (c, c') of the pairs c < c' (row by row, the study's upper triangle) and
-    ``diagonal`` [2, ..., C] the entries (c, c); ``first`` and ``second`` [P] are c and c'.
+def _between_change(grams: torch.Tensor, upper: torch.Tensor, scratch: torch.Tensor,
+                    kept: torch.Tensor) -> torch.Tensor:
+    """"Δ Between-Proto (%)" [k] from the centred prototypes' Gram matrices of both states,
+    ``grams`` [k, 2 (before, after), C, C] in float64, which it overwrites with the cosines.
 
     Cosines are ``G[c, c'] / (n_c n_c')`` with the norms ``n = sqrt(diag G)`` clamped at 1e-12
     (as ``F.normalize``); the study's per-pair % change of the distance, ``(d_after - d_before)
     / d_before * 100`` with ``d = 1 - cos``, is ``(cos_before - cos_after) / d_before * 100``,
-    averaged over the pairs whose ``d_before`` exceeds 1e-12. An excluded pair is divided by at
-    least 1e-12 (so it stays finite) before its weight 0 removes it: on a CPU this is faster
-    than ``torch.where``.
+    averaged over the pairs c < c' (``upper`` [C, C], the study's upper triangle) whose
+    ``d_before`` exceeds 1e-12. ``scratch`` [k, C, C] (float64) and ``kept`` [k, C, C] (bool)
+    are work buffers. An excluded pair is divided by at least 1e-12 (so it stays finite) before
+    its weight 0 removes it: on a CPU this is faster than ``torch.where``.
     """
-    norms = diagonal.clamp_min(0).sqrt_().clamp_min_(1e-12)
-    cos_before, cos_after = pair_grams / (norms[..., first] * norms[..., second])
-    baseline = 1.0 - cos_before
-    kept = baseline > _PCT_FLOOR
+    inverse_norms = grams.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt_().clamp_min_(1e-12)
+    inverse_norms.reciprocal_()
+    grams *= inverse_norms.unsqueeze(-1)
+    grams *= inverse_norms.unsqueeze(-2)
+    cos_before, cos_after = grams[:, 0], grams[:, 1]
+    baseline = torch.sub(1.0, cos_before, out=scratch)
+    torch.gt(baseline, _PCT_FLOOR, out=kept)
+    kept &= upper
     change = cos_before.sub_(cos_after).div_(baseline.clamp_min_(_PCT_FLOOR)).mul_(kept)
-    return change.sum(-1) * 100.0 / kept.sum(-1)
+    return change.sum((-1, -2)) * 100.0 / kept.sum((-1, -2))
 
 
 class _SwapAlgebra:
@@ -325,28 +332,31 @@ class _SwapAlgebra:
     with ``X = P E^T`` for that state's ``P``. The change common to all exemplars, ``mu`` (the
     mean of ``x_after - x_before``), is taken out before anything is rounded to ``dtype``:
     ``E = Ẽ + phi mu^T`` with ``phi[c]`` the fraction of class c swapped and ``Ẽ[c] = sum_{i in
-    c} swap_i w_i``, ``w_i = (x_after_i - x_before_i - mu) / n_c``. Then ``X = P Ẽ^T + (P mu)
-    phi^T`` and ``E E^T = Ẽ Ẽ^T + a phi^T + phi a^T + |mu|^2 phi phi^T`` with ``a = Ẽ mu``.
-    Since ``(P Ẽ^T)[c, c'] = sum_{i in c'} swap_i (P_c . w_i)``, Ẽ, both ``P Ẽ^T`` and ``a``
-    come from one product per class: the masks of its exemplars [B, n_c] times its rows of
-    ``[w | w P_before^T | w P_after^T | w . mu]`` [n_c, D + 2C + 1]; ``Ẽ Ẽ^T`` is one batched
-    product. In entries, with ``x[c]`` the row means of X and ``f[c]`` those of ``E E^T`` less
-    half their mean, ``(X H + H X^T)[c, c'] = X[c, c'] + X[c', c] - x[c] - x[c']`` and ``(H E
-    E^T H)[c, c'] = (E E^T)[c, c'] - f[c] - f[c']``. The two products run in ``dtype`` and
-    everything else in float64, so float32 rounds only the part of the change a swap makes
-    that is not common to all classes, which the centring H would otherwise cancel. Only the
-    entries the statistic reads are formed: the pairs c < c' and the diagonal.
+    c} swap_i w_i``, ``w_i = (x_after_i - x_before_i - mu) / n_c``. Then ``X = X̃ + m phi^T``
+    with ``X̃ = P Ẽ^T`` and ``m = P mu``, and ``E E^T = Ẽ Ẽ^T + b phi^T + phi b^T`` with ``b =
+    Ẽ mu + |mu|^2 phi / 2``. Since ``X̃[c, c'] = sum_{i in c'} swap_i (P_c . w_i)``, Ẽ, both
+    X̃ and ``Ẽ mu`` come from one product per class: the masks of its exemplars [B, n_c] times
+    its rows of ``[w | w P_before^T | w P_after^T | w . mu]`` [n_c, D + 2C + 1]; ``Ẽ Ẽ^T`` is one
+    batched product.
+
+    Centring turns a matrix M into ``M - r 1^T - 1 r^T`` plus a constant, so each swapped Gram
+    matrix is ``G + Y + U V^T + V U^T`` with the class-specific part ``Y = ±(X̃ + X̃^T) + Ẽ
+    Ẽ^T`` (+ before, - after), ``V = [phi | 1]`` and ``U = [q | -r]``, ``q = ±m + b`` and ``r``
+    the centring terms (``±x + f``: ``x`` the row means of X, ``f`` those of ``E E^T`` less half
+    their mean). The products and ``Y`` are in ``dtype``; ``G``, the rank-4 term ``U V^T + V
+    U^T`` (one batched float64 product) and the cosines are in float64, so float32 rounds only
+    the part of the change a swap makes that is not common to all classes, which the centring
+    would otherwise cancel.
     """
 
-    def __init__(self, Xb: torch.Tensor, Xa: torch.Tensor, lab, dtype: torch.dtype,
-                 batch_size: int):
+    def __init__(self, Xb: torch.Tensor, Xa: torch.Tensor, lab, dtype: torch.dtype):
         device = Xb.device
         n, dim = Xb.shape
         counts = lab.counts.cpu().numpy()
         index = lab.index.cpu().numpy()
         c = counts.size
         self.n, self.dim, self.n_classes = n, dim, c
-        self.batch_size, self.dtype, self.device = batch_size, dtype, device
+        self.dtype, self.device = dtype, device
         # slots[c, k]: the k-th exemplar of class c; slots past a class's size point at the
         # extra column n, which never holds a swap
         order = np.argsort(index, kind="stable")
@@ -362,22 +372,15 @@ class _SwapAlgebra:
         proto_after = _prototypes(weighted, lab)
         centred_before = proto_before - proto_before.mean(0, keepdim=True)
         centred_after = proto_after - proto_after.mean(0, keepdim=True)
-        # G of both states [2, C, C], P mu [2, C] and the sign of X in each; the pairs c < c'
+        # G of both states [2, C, C], m = P mu [2, C] and the sign of X̃ in each
         self.grams = torch.stack([centred_before @ centred_before.T,
                                   centred_after @ centred_after.T])
         sizes = lab.counts.double()
         common = sizes @ (proto_after - proto_before) / n  # mu [D]
         self.common_sq = float(common @ common)
         self.common_cross = torch.stack([centred_before @ common, centred_after @ common])
-        self.signs = torch.tensor([[1.0], [-1.0]], dtype=torch.float64, device=device)
-        # the entries the statistic reads: the pairs c < c', then the diagonal (c, c)
-        self.first, self.second = torch.triu_indices(c, c, 1, device=device)
-        diagonal = torch.arange(c, device=device)
-        self.rows_of = torch.cat([self.first, diagonal])
-        self.cols_of = torch.cat([self.second, diagonal])
-        self.n_pairs = self.first.numel()
-        self.entries = self.rows_of * c + self.cols_of  # flat positions in a [C, C] matrix
-        self.gram_entries = self.grams.flatten(-2)[:, self.entries].unsqueeze(1)  # [2, 1, P+C]
+        self.signs = torch.tensor([1.0, -1.0], dtype=torch.float64, device=device).view(2, 1)
+        self.upper = torch.ones(c, c, dtype=torch.bool, device=device).triu_(1)  # c < c'
         weighted -= Xb
         weighted -= common
         weighted /= sizes[lab.index].unsqueeze(1)
@@ -387,80 +390,137 @@ class _SwapAlgebra:
         rows[:n, dim + c:dim + 2 * c] = weighted @ centred_after.T
         rows[:n, -1] = weighted @ common
         self.class_rows = rows[self.slots].view(c, -1, rows.shape[1])
-        # buffers reused by every batch (fresh ones per batch cost page faults on a CPU)
-        self.swaps = torch.zeros(batch_size, n + 1, dtype=dtype, device=device)
-        self.products = torch.empty(c, batch_size, rows.shape[1], dtype=dtype, device=device)
-        self.shift_grams = torch.empty(batch_size, c, c, dtype=dtype, device=device)
-        # masks per step of the float64 part: on a CPU 26 for C = 100, so its temporaries
-        # stay in cache; on a GPU the batch
-        self.chunk = batch_size if device.type == "cuda" else max(1, 2**18 // c**2)
+
+    def workspace(self, batch_size: int) -> _Workspace:
+        """Buffers for batches of up to ``batch_size`` masks, reused from batch to batch (fresh
+        ones per batch cost page faults on a CPU); one per worker thread."""
+        return _Workspace(self, batch_size)
 
     def observed(self) -> float:
         """The statistic with no swaps."""
-        return float(self._change(self.gram_entries)[0])
+        space = self.workspace(1)
+        grams = self.grams.unsqueeze(0).clone()
+        return float(_between_change(grams, self.upper, space.scratch, space.kept)[0])
 
-    def _change(self, entries: torch.Tensor) -> torch.Tensor:
-        """The statistic [k] from the Gram entries [2, k, P + C] (pairs, then diagonal)."""
-        return _between_change(entries[..., :self.n_pairs], entries[..., self.n_pairs:],
-                               self.first, self.second)
-
-    def null(self, masks: np.ndarray) -> np.ndarray:
-        """The statistic for each of up to ``batch_size`` swap masks [B, N]."""
-        count = masks.shape[0]
-        self.swaps[:count, :self.n] = torch.from_numpy(masks).to(self.device)
-        self.swaps[count:] = 0  # a short last batch: the rest swap nothing
-        class_swaps = self.swaps.index_select(1, self.slots).view(self.batch_size,
-                                                                  self.n_classes, -1)
+    def null(self, masks: np.ndarray, space: _Workspace) -> np.ndarray:
+        """The statistic for each of up to ``space.batch_size`` swap masks [B, N]."""
+        count, size = masks.shape[0], space.batch_size
+        space.swaps[:count, :self.n] = torch.from_numpy(masks).to(self.device)
+        space.swaps[count:] = 0  # a short last batch: the rest swap nothing
+        class_swaps = space.swaps.index_select(1, self.slots).view(size, self.n_classes, -1)
         fractions = class_swaps.sum(-1) / self.counts  # phi [B, C]
-        products = _matmul(class_swaps.transpose(0, 1), self.class_rows, self.products)
+        products = _matmul(class_swaps.transpose(0, 1), self.class_rows, space.products)
         shift = products[:, :, :self.dim].transpose(0, 1)  # Ẽ for each mask [B, C, D]
-        shift_grams = _matmul(shift, shift.transpose(1, 2), self.shift_grams)
+        shift_grams = _matmul(shift, shift.transpose(1, 2), space.shift_grams)
         null = np.empty(count)
-        for start in range(0, count, self.chunk):
-            stop = min(start + self.chunk, count)
+        for start in range(0, count, space.chunk):
+            stop = min(start + space.chunk, count)
             null[start:stop] = self._statistic(products[:, start:stop], shift_grams[start:stop],
-                                               fractions[start:stop]).cpu().numpy()
+                                               fractions[start:stop], space).cpu().numpy()
         return null
 
     def _statistic(self, products: torch.Tensor, shift_gram: torch.Tensor,
-                   fractions: torch.Tensor) -> torch.Tensor:
+                   fractions: torch.Tensor, space: _Workspace) -> torch.Tensor:
         """The statistic [k] from the class products [C, k, D + 2C + 1], ``Ẽ Ẽ^T`` [k, C, C]
-        and ``phi`` [k, C]: the swapped Gram entries (c, c') of the pairs and the diagonal, of
-        both states as one stack [2 (before, after), k, P + C], in float64."""
-        c = self.n_classes
-        rows, cols = self.rows_of, self.cols_of
+        and ``phi`` [k, C]: the swapped Gram matrices ``G + Y + U V^T + V U^T`` of both states
+        as one stack [k, 2 (before, after), C, C] in float64 (see the class)."""
+        c, k = self.n_classes, shift_gram.shape[0]
+        # X̃_s[c, c'] = cross[:, c', s C + c], copied out of the products to be read twice
+        cross = space.cross[:k]
+        cross.copy_(products[:, :, self.dim:-1].transpose(0, 1))  # [k, C (c'), 2C]
         phi = fractions.double()
-        # E E^T = Ẽ Ẽ^T + b phi^T + phi b^T with b = a + |mu|^2 phi / 2: its row means over c'
-        # (f before halving the mean) and its entries
-        b = products[:, :, -1].T.double() + self.common_sq / 2 * phi
-        row_means = (shift_gram.sum(-1, dtype=torch.float64) / c
+        b = products[:, :, -1].T.double() + self.common_sq / 2 * phi  # [k, C]
+        # f: the row means of E E^T = Ẽ Ẽ^T + b phi^T + phi b^T, less half their mean
+        row_means = (shift_gram.sum(-1).double() / c
                      + b * phi.mean(-1, keepdim=True) + phi * b.mean(-1, keepdim=True))
-        f = row_means - row_means.mean(-1, keepdim=True) / 2  # [k, C]
-        shift = (shift_gram.flatten(-2)[:, self.entries].double()
-                 + b[:, rows] * phi[:, cols] + phi[:, rows] * b[:, cols])  # [k, P + C]
-        # X_s[c, c'] = cross[c', :, s C + c] + (P_s mu)[c] phi[c']; x_s[c] its mean over c'
-        cross = products[:, :, self.dim:-1]  # [C, k, 2C]
-        states = (torch.arange(2, device=cross.device) * c).view(2, 1)
-        x = (cross.sum(0, dtype=torch.float64).view(-1, 2, c).transpose(0, 1) / c
-             + self.common_cross.unsqueeze(1) * phi.mean(-1).view(1, -1, 1))  # [2, k, C]
-        common = self.common_cross.unsqueeze(1)  # [2, 1, C]
-        both = (cross[cols, :, states + rows].double().transpose(1, 2)  # X_s[c, c'] [2, k, P+C]
-                + cross[rows, :, states + cols].double().transpose(1, 2)  # X_s[c', c]
-                + common[..., rows] * phi[:, cols] + common[..., cols] * phi[:, rows])
-        row = self.signs.unsqueeze(-1) * x + f  # [2, k, C], X signed -1 after
-        entries = self.gram_entries + shift + self.signs.unsqueeze(-1) * both
-        entries -= row[..., rows]
-        entries -= row[..., cols]
-        return self._change(entries)
+        f = row_means - row_means.mean(-1, keepdim=True) / 2
+        # x_s: the row means of X_s = X̃_s + m_s phi^T [k, 2, C]
+        common = self.common_cross.unsqueeze(0)  # m [1, 2, C]
+        x = cross.sum(1).double().view(k, 2, c) / c + common * phi.mean(-1).view(k, 1, 1)
+        signs = self.signs.unsqueeze(0)  # [1, 2, 1]: X enters the after state with -1
+        q = signs * common + b.unsqueeze(1)  # [k, 2, C]
+        r = signs * x + f.unsqueeze(1)
+        fraction = phi.unsqueeze(1).expand(k, 2, c)
+        ones = torch.ones_like(fraction)
+        left = torch.stack([q, -r, fraction, ones], -1).view(2 * k, c, 4)  # [U | V]
+        right = torch.stack([fraction, ones, q, -r], -2).view(2 * k, 4, c)  # [V | U]^T
+        # Y = ±(X̃ + X̃^T) + Ẽ Ẽ^T in dtype
+        tilde = cross.view(k, c, 2, c).permute(0, 2, 3, 1)  # X̃_s [k, 2, C (c), C (c')]
+        class_part = space.class_part[:k]
+        torch.add(tilde, tilde.transpose(-1, -2), out=class_part)
+        class_part[:, 0] += shift_gram
+        torch.sub(shift_gram, class_part[:, 1], out=class_part[:, 1])
+        # G + Y + U V^T + V U^T in float64
+        swapped = space.swapped[:k]
+        swapped.copy_(class_part)
+        swapped += self.grams
+        swapped.view(2 * k, c, c).baddbmm_(left, right)
+        return _between_change(swapped, self.upper, space.scratch[:k], space.kept[:k])
+
+
+class _Workspace:
+    """One worker's buffers for :class:`_SwapAlgebra`: the swap masks, the class products and
+    ``Ẽ Ẽ^T`` of a batch, and the per-step buffers of the float64 part, which runs ``chunk``
+    masks at a time (on a CPU 16 for C = 100, so that a step's float64 matrices, 2.6 MB, stay
+    in cache; on a GPU the whole batch)."""
+
+    def __init__(self, algebra: _SwapAlgebra, batch_size: int):
+        c, dtype, device = algebra.n_classes, algebra.dtype, algebra.device
+        self.batch_size = batch_size
+        self.swaps = torch.zeros(batch_size, algebra.n + 1, dtype=dtype, device=device)
+        self.products = torch.empty(c, batch_size, algebra.class_rows.shape[2], dtype=dtype,
+                                    device=device)
+        self.shift_grams = torch.empty(batch_size, c, c, dtype=dtype, device=device)
+        self.chunk = batch_size if device.type == "cuda" else min(batch_size,
+                                                                  max(1, 160_000 // c**2))
+        k = self.chunk
+        self.cross = torch.empty(k, c, 2 * c, dtype=dtype, device=device)
+        self.class_part = torch.empty(k, 2, c, c, dtype=dtype, device=device)
+        self.swapped = torch.empty(k, 2, c, c, dtype=torch.float64, device=device)
+        self.scratch = torch.empty(k, c, c, dtype=torch.float64, device=device)
+        self.kept = torch.empty(k, c, c, dtype=torch.bool, device=device)
+
+
+def _null_distribution(algebra: _SwapAlgebra, rng: np.random.Generator, n_perm: int,
+                       batch_size: int, workers: int) -> np.ndarray:
+    """The statistic under ``n_perm`` swap masks drawn from ``rng`` in order, in batches of
+    ``batch_size`` that ``workers`` threads compute side by side, each in its own workspace.
+
+    The masks are drawn in this thread, batch after batch, so the null is the study's whatever
+    the number of workers; at most two batches per worker wait at any time."""
+    null = np.empty(n_perm, dtype=np.float64)
+    spaces: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(workers):
+        spaces.put(algebra.workspace(batch_size))
+
+    def run(start: int, masks: np.ndarray) -> None:
+        space = spaces.get()
+        try:
+            null[start:start + masks.shape[0]] = algebra.null(masks, space)
+        finally:
+            spaces.put(space)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        waiting: deque = deque()
+        for start in range(0, n_perm, batch_size):
+            masks = swap_masks(rng, min(batch_size, n_perm - start), algebra.n)
+            waiting.append(pool.submit(run, start, masks))
+            if len(waiting) >= 2 * workers:
+                waiting.popleft().result()
+        for future in waiting:
+            future.result()
+    return null
 
 
 @contextmanager
-def _one_torch_thread(device: torch.device):
-    """On a CPU, torch's own operations on one thread for the duration (restored after).
+def _one_thread_per_worker(device: torch.device):
+    """On a CPU, torch and numpy's BLAS on one thread each for the duration (restored after),
+    since the parallelism is the worker threads' (see :func:`_null_distribution`).
 
-    The products run in numpy's BLAS, which has its own threads; torch's threads would spin
-    for the cores while they work, and the float64 part runs in cache-sized pieces that gain
-    little from threads. On a GPU nothing changes.
+    Measured on 2 cores at 5000 x 1000: the small batched products ran only 1.3x faster on two
+    BLAS threads than on one, and torch's threads spin for the cores while BLAS works; two
+    workers of one thread each ran the test 1.8x faster than one worker. On a GPU nothing
+    changes.
     """
     if device.type != "cpu":
         yield
@@ -468,7 +528,8 @@ def _one_torch_thread(device: torch.device):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(threads)
 
@@ -494,7 +555,8 @@ def _p_values(null: np.ndarray, observed: float) -> dict:
 
 def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: int = 42,
                         batch_size: int | None = None, device=None,
-                        dtype: torch.dtype = torch.float32) -> PermutationResult:
+                        dtype: torch.dtype = torch.float32,
+                        workers: int | None = None) -> PermutationResult:
     """The study's global test: is the change in between-prototype distance beyond chance?
 
     Statistic: "Δ Between-Proto (%)" (mean over prototype pairs of the % change of the cosine
@@ -505,21 +567,26 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
 
     Instead of cloning and re-averaging the features per permutation, a swapped prototype is
     the original plus the masked class sum of the differences, and for ``batch_size``
-    permutations at once the entries of the centred prototypes' Gram matrices that the
-    statistic reads (the pairs c < c' and the diagonal, [B, C (C + 1) / 2]) follow from two
-    batched matrix products (see :class:`_SwapAlgebra`); cosine distances come from them.
+    permutations at once the centred prototypes' Gram matrices [B, 2, C, C] follow from two
+    batched matrix products and a rank-4 float64 update (see :class:`_SwapAlgebra`); cosine
+    distances come from them.
 
-    The two products run in ``dtype`` (float32 by default; float64 is an option) and
-    everything else in float64, with the change common to all exemplars taken out first, so
-    float32 rounds only the class-specific part of the change a swap makes. The float32 null
-    equals the float64 one to 3e-10 (5000 x 1000) and 8e-11 (5000 x 4096) in the statistic's
-    % units on the states of benchmarks/permutation.py, and to 2e-7 when a common change of 5
-    is added to every feature; tests/test_stats.py checks 1e-6 and that both equal the
-    study's loop. The work runs on ``device`` (default: the features' device); on a CPU the
-    products go through numpy's BLAS and its threads (see :func:`_matmul`), while torch runs
-    on one thread for the duration (see :func:`_one_torch_thread`). ``batch_size`` defaults to about
-    64 MB (CPU) or 512 MB (GPU) of class products ``[C, B, D + 2C + 1]`` per batch, in buffers
-    reused from batch to batch. The observed value is computed in float64 from the same Gram
+    The two products and their class-specific sum run in ``dtype`` (float32 by default;
+    float64 is an option) and everything else in float64, with the change common to all
+    exemplars taken out first, so float32 rounds only the class-specific part of the change a
+    swap makes. The float32 null equals the float64 one to 6e-9 (5000 x 1000) and 5e-9 (5000
+    x 4096) in the statistic's % units on the states of benchmarks/permutation.py
+    (``--compare-float64`` measures it); tests/test_stats.py checks 1e-6, also with a common
+    change of 5 added to every feature, and that both equal the study's loop. The work runs
+    on ``device`` (default: the features' device). On a CPU, ``workers`` threads (default:
+    torch's thread count) compute batches side by side, each with one torch and one BLAS
+    thread and its own buffers (see :func:`_one_thread_per_worker`), and the products go
+    through numpy's BLAS (see :func:`_matmul`); on a GPU one worker runs the batches.
+    ``batch_size`` defaults to about 32 MB (CPU, per worker) or 512 MB (GPU) of class products
+    ``[C, B, D + 2C + 1]`` per batch, in buffers reused from batch to batch. Neither the
+    number of workers nor anything else about the run changes which masks are drawn; the
+    batch size changes the float32 null only by its rounding (about 5e-9 here). The observed
+    value is computed in float64 from the same Gram
     matrices with no swap (it equals "Δ Between-Proto (%)" of
     :func:`analysis_utils.geometry.pair_metrics`). Every category needs at least 2 exemplars.
     Returns a :class:`PermutationResult` with the study's p-values (two-tailed ``mean(|null|
@@ -534,24 +601,29 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
         )
     if dtype not in (torch.float32, torch.float64):
         raise AnalysisUtilsError(f"dtype must be torch.float32 or torch.float64, got {dtype}.")
+    if workers is not None and not _is_positive_integer(workers):
+        raise AnalysisUtilsError(
+            f"workers must be a positive integer or None, got {workers!r}."
+        )
     Xb, Xa = _check_pair(X_before, X_after)
     device = torch.device(device) if device is not None else Xb.device
     n, dim = Xb.shape
     lab = as_labels(labels, n, device)
     n_perm = int(n_perm)
     if batch_size is None:
-        budget = 2**29 if device.type == "cuda" else 2**26
+        budget = 2**29 if device.type == "cuda" else 2**25
         row_bytes = lab.n_classes * (dim + 2 * lab.n_classes + 1) * dtype.itemsize
         batch_size = min(1024, max(8, budget // row_bytes))
     batch_size = min(int(batch_size), n_perm)
+    if device.type != "cpu":
+        workers = 1
+    workers = min(int(workers or torch.get_num_threads()), -(-n_perm // batch_size))
 
-    with torch.no_grad(), _one_torch_thread(device):
-        algebra = _SwapAlgebra(Xb.to(device), Xa.to(device), lab, dtype, batch_size)
+    with torch.no_grad():  # the set-up's large products on all of torch's threads
+        algebra = _SwapAlgebra(Xb.to(device), Xa.to(device), lab, dtype)
+    with torch.no_grad(), _one_thread_per_worker(device):
         rng = np.random.default_rng(seed)
-        null = np.empty(n_perm, dtype=np.float64)
-        for start in range(0, n_perm, batch_size):
-            count = min(batch_size, n_perm - start)
-            null[start:start + count] = algebra.null(swap_masks(rng, count, n))
+        null = _null_distribution(algebra, rng, n_perm, batch_size, workers)
         observed = algebra.observed()
     return PermutationResult(observed=observed, **_p_values(null, observed), null=null,
                              n_perm=n_perm, seed=int(seed))

@@ -12,7 +12,8 @@ loop is timed on ``--loop-perms`` permutations and extrapolated per permutation 
 table says so); the batched version runs all ``--n-perm``, with the library's defaults unless
 ``--dtype`` or ``--batch-size`` say otherwise. The first ``--loop-perms`` null values of both
 are compared (the loop is float32 as in the study, so they agree to its float32 rounding);
-``--compare-float64`` also runs the batched test in float64 and compares the two nulls.
+``--compare-float64`` also runs the batched test in float64 and compares the two nulls;
+``--workers`` sets the batched test's worker threads.
 
 Times are wall-clock. The load average is printed before and after, and the ratios are marked
 not valid when it exceeds the number of cores (see ``_machine.py``): on a busy machine the
@@ -83,19 +84,23 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
                         help="batched dtype (default: the library's, float32)")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker threads of the batched test (default: the library's, "
+                             "torch's thread count)")
     parser.add_argument("--compare-float64", action="store_true",
                         help="also run the batched test in float64 and report the largest "
                              "difference of the two nulls")
     args = parser.parse_args()
-    options = {"batch_size": args.batch_size}
+    options = {"batch_size": args.batch_size, "workers": args.workers}
     if args.dtype is not None:
         options["dtype"] = getattr(torch, args.dtype)
     dtype_name = args.dtype or "float32 (default)"
 
     load_before = load_average()
     print(f"before: {load_note()}")
+    workers = args.workers or f"{torch.get_num_threads()} (default)"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batched dtype "
-          f"{dtype_name}")
+          f"{dtype_name}, {workers} workers")
     lines = []
     for shape in args.shapes:
         n_images, dim = (int(v) for v in shape.split("x"))
@@ -119,7 +124,7 @@ def main() -> None:
         if args.compare_float64:
             wide = permutation_between(before, after, labels, n_perm=args.n_perm,
                                        seed=args.seed, batch_size=args.batch_size,
-                                       dtype=torch.float64)
+                                       workers=args.workers, dtype=torch.float64)
             line += f" {float(np.abs(result.null - wide.null).max()):>14.2e}"
         lines.append(line)
         print(f"{shape}: observed {result.observed:.6f}, p_two_tailed {result.p_two_tailed}, "

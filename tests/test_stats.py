@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_info
 
 from analysis_utils import geometry, stats
 from analysis_utils.errors import AnalysisUtilsError
@@ -118,15 +119,32 @@ def test_float32_default_null_equals_float64_to_1e6(shape, shift):
     assert np.abs(wide.null).max() > 1e-5  # the null is not trivially zero at this tolerance
 
 
-def test_torch_threads_are_restored_after_the_cpu_run():
+def _blas_threads():
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_torch_and_blas_threads_are_restored_after_the_cpu_run():
     Xb, Xa, labels = _two_states()
-    threads = torch.get_num_threads()
+    threads, blas = torch.get_num_threads(), _blas_threads()
     torch.set_num_threads(2)
     try:
         stats.permutation_between(Xb, Xa, labels, n_perm=5)
         assert torch.get_num_threads() == 2
+        assert _blas_threads() == blas
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_null_does_not_depend_on_the_number_of_workers():
+    """Batches finish out of order on several workers; each lands at its own place, and every
+    worker reads the masks the study's generator gives in order."""
+    Xb, Xa, labels = _two_states(seed=4)
+    one = stats.permutation_between(Xb, Xa, labels, n_perm=61, seed=9, batch_size=4, workers=1)
+    three = stats.permutation_between(Xb, Xa, labels, n_perm=61, seed=9, batch_size=4,
+                                      workers=3)
+    np.testing.assert_array_equal(three.null, one.null)
+    _, loop = _loop_null(Xb, Xa, labels, n_perm=61, seed=9)
+    np.testing.assert_allclose(three.null, loop, rtol=0, atol=1e-6)
 
 
 def test_permutation_refuses_one_image_per_category():
@@ -165,6 +183,9 @@ def test_permutation_rejects_bad_input():
         stats.permutation_between(Xb, Xa, labels, batch_size=2.5)
     with pytest.raises(AnalysisUtilsError, match="dtype"):
         stats.permutation_between(Xb, Xa, labels, dtype=torch.float16)
+    for bad in (0, -2, 1.5, "two"):
+        with pytest.raises(AnalysisUtilsError, match="workers must be a positive integer"):
+            stats.permutation_between(Xb, Xa, labels, workers=bad)
 
 
 def test_lme_beta_equals_mean_difference_on_a_balanced_design():
