@@ -581,7 +581,8 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
     on ``device`` (default: the features' device). On a CPU, ``workers`` threads (default:
     torch's thread count) compute batches side by side, each with one torch and one BLAS
     thread and its own buffers (see :func:`_one_thread_per_worker`), and the products go
-    through numpy's BLAS (see :func:`_matmul`); on a GPU one worker runs the batches.
+    through numpy's BLAS (see :func:`_matmul`); on a GPU one worker runs the batches (leave
+    ``workers`` unset there).
     ``batch_size`` defaults to about 32 MB (CPU, per worker) or 512 MB (GPU) of class products
     ``[C, B, D + 2C + 1]`` per batch, in buffers reused from batch to batch. Neither the
     number of workers nor anything else about the run changes which masks are drawn; the
@@ -616,6 +617,11 @@ def permutation_between(X_before, X_after, labels, n_perm: int = 10000, seed: in
         batch_size = min(1024, max(8, budget // row_bytes))
     batch_size = min(int(batch_size), n_perm)
     if device.type != "cpu":
+        if workers not in (None, 1):
+            raise AnalysisUtilsError(
+                f"workers={workers!r} applies to a CPU run; on {device.type} one worker runs "
+                "the batches: leave workers unset."
+            )
         workers = 1
     workers = min(int(workers or torch.get_num_threads()), -(-n_perm // batch_size))
 

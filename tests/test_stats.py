@@ -186,6 +186,8 @@ def test_permutation_rejects_bad_input():
     for bad in (0, -2, 1.5, "two"):
         with pytest.raises(AnalysisUtilsError, match="workers must be a positive integer"):
             stats.permutation_between(Xb, Xa, labels, workers=bad)
+    with pytest.raises(AnalysisUtilsError, match="workers=2 applies to a CPU run"):
+        stats.permutation_between(Xb, Xa, labels, workers=2, device="meta")
 
 
 def test_lme_beta_equals_mean_difference_on_a_balanced_design():
