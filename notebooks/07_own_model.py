@@ -260,12 +260,11 @@ for readout in ("penult", "logits"):
 # from the `trained_dir` it registered.
 #
 # **Cost.** The seconds column of the extraction table above is this run's cost per model
-# (near 0 when the features came from the cache). Measured on a 2-core CPU with both cores busy
-# with other work, one thread: the example's features over the 5000-image probe take 15 s (BL
-# 38 s); from a warm cache chapter 2 for `conv_gru,bl` runs in 24 s and this page in 20 s
-# (papermill wall time). Added to `make book`, the example costs one more extraction (about
-# 15 s cold, plus chapter 3's untrained references on 10 images per category) and one more
-# line in each figure.
+# (near 0 when the features came from the cache). Measured on a 2-core CPU: the example's
+# features over the 5000-image probe took 32 s on one thread in a cold build (BL 56 s); the whole-book
+# line above, from a cache that already held the catalogue models' features and the example's
+# own, took 3 min 5 s, of which 92 s extracted what only the example needs (its untrained
+# reference networks for chapters 3 and 5, and its perturbed probes for chapter 6).
 
 # %% [markdown]
 # ## Rerun this chapter
