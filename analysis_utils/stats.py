@@ -391,16 +391,13 @@ class _SwapAlgebra:
         rows[:n, -1] = weighted @ common
         self.class_rows = rows[self.slots].view(c, -1, rows.shape[1])
 
-    def workspace(self, batch_size: int) -> _Workspace:
-        """Buffers for batches of up to ``batch_size`` masks, reused from batch to batch (fresh
-        ones per batch cost page faults on a CPU); one per worker thread."""
-        return _Workspace(self, batch_size)
-
     def observed(self) -> float:
         """The statistic with no swaps."""
-        space = self.workspace(1)
+        c = self.n_classes
         grams = self.grams.unsqueeze(0).clone()
-        return float(_between_change(grams, self.upper, space.scratch, space.kept)[0])
+        scratch = torch.empty(1, c, c, dtype=torch.float64, device=self.device)
+        kept = torch.empty(1, c, c, dtype=torch.bool, device=self.device)
+        return float(_between_change(grams, self.upper, scratch, kept)[0])
 
     def null(self, masks: np.ndarray, space: _Workspace) -> np.ndarray:
         """The statistic for each of up to ``space.batch_size`` swap masks [B, N]."""
@@ -459,10 +456,11 @@ class _SwapAlgebra:
 
 
 class _Workspace:
-    """One worker's buffers for :class:`_SwapAlgebra`: the swap masks, the class products and
-    ``Ẽ Ẽ^T`` of a batch, and the per-step buffers of the float64 part, which runs ``chunk``
-    masks at a time (on a CPU 16 for C = 100, so that a step's float64 matrices, 2.6 MB, stay
-    in cache; on a GPU the whole batch)."""
+    """One worker's buffers for :class:`_SwapAlgebra`, reused from batch to batch (fresh ones
+    per batch cost page faults on a CPU): the swap masks, the class products and ``Ẽ Ẽ^T`` of
+    a batch, and the per-step buffers of the float64 part, which runs ``chunk`` masks at a
+    time (on a CPU 16 for C = 100, so that a step's float64 matrices, 2.6 MB, stay in cache; on
+    a GPU the whole batch)."""
 
     def __init__(self, algebra: _SwapAlgebra, batch_size: int):
         c, dtype, device = algebra.n_classes, algebra.dtype, algebra.device
@@ -491,7 +489,7 @@ def _null_distribution(algebra: _SwapAlgebra, rng: np.random.Generator, n_perm: 
     null = np.empty(n_perm, dtype=np.float64)
     spaces: queue.SimpleQueue = queue.SimpleQueue()
     for _ in range(workers):
-        spaces.put(algebra.workspace(batch_size))
+        spaces.put(_Workspace(algebra, batch_size))
 
     def run(start: int, masks: np.ndarray) -> None:
         space = spaces.get()

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import AnalysisUtilsError
-from .weights import ZOO_DIR, file_sha256
+from .weights import ZOO_DIR, file_sha256, trained_dir
 
 #: the seven models of the mini zoo, in the book's order
 ZOO_MODELS = ("lrm3", "lra3", "bl", "cornet_rt", "convrnn", "alexnet", "b")
@@ -1427,17 +1427,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def default_out_dir(names) -> Path:
-    """Where ``train`` writes without ``--out``: the models' own ``trained_dir`` (plug-ins that
-    registered one, all the same folder), else the package's mini zoo."""
-    from . import catalogue
-
-    folders = {catalogue.card(name).trained_dir for name in names}
+    """Where ``train`` writes without ``--out``: the models' :func:`weights.trained_dir` (a
+    plug-in's own folder, else the package's mini zoo), which must be one folder for all."""
+    folders = {trained_dir(name, "mini") for name in names}
     if len(folders) > 1:
         raise AnalysisUtilsError(
             f"{', '.join(names)} keep their trained weights in different folders; train them "
             "one at a time, or give one folder with --out.")
-    folder = folders.pop() if folders else None
-    return Path(folder) if folder is not None else ZOO_DIR / "mini"
+    return folders.pop() if folders else ZOO_DIR / "mini"
 
 
 def main(args: argparse.Namespace) -> int:

@@ -155,11 +155,14 @@ def trained_records(names, scale: str = "mini") -> dict:
     """The training records of the trained models among ``names``, each read from its own
     folder (:func:`trained_dir`: the zoo, or a plug-in's), as one manifest ``{"scale": ...,
     "models": {name: entry}}`` in the order of ``names``; models without weights are left out."""
+    manifests: dict[Path, dict] = {}  # each folder's manifest, read once
     models = {}
     for name in names:
-        entry = zoo_manifest(scale, trained_dir(name, scale)).get("models", {}).get(name)
-        if entry is not None:
-            models[name] = entry
+        folder = trained_dir(name, scale)
+        if folder not in manifests:
+            manifests[folder] = zoo_manifest(scale, folder).get("models", {})
+        if name in manifests[folder]:
+            models[name] = manifests[folder][name]
     return {"scale": scale, "models": models}
 
 
