@@ -28,7 +28,7 @@ import torch
 
 from .errors import AnalysisUtilsError, choice_error
 from .preprocess import Preprocessing
-from .weights import OfficialWeights, fetch, file_sha256, trained_path
+from .weights import OfficialWeights, checked_trained_file, fetch, file_sha256
 
 SCALES = ("mini", "full")
 WEIGHT_KINDS = ("official", "trained", "untrained")
@@ -195,6 +195,97 @@ def build(name: str, scale: str = "mini", steps: int | None = None, seed: int = 
     return model
 
 
+@dataclass(frozen=True)
+class LoadIdentity:
+    """What names the numbers of a loaded model, without its network: the card, the scale, the
+    number of steps, the weights (kind and sha256 or seed; a checkpoint's path too) and the load
+    arguments. :func:`identity` returns it; a model from :func:`load` carries the same
+    ``weights_id``, ``load_spec`` and ``n_steps``, so the feature cache keys either alike."""
+
+    card: ModelCard
+    scale: str
+    n_steps: int
+    weights_id: Mapping
+    load_spec: Mapping
+
+
+#: the number of steps of each built architecture: (name, scale, steps, options) -> (the
+#: registry entry it was built from, its number of steps); a re-registered name is built again
+_STEPS_OF: dict[tuple, tuple[_Entry, int]] = {}
+
+
+def _n_steps(entry: _Entry, name: str, scale: str, steps, seed: int, options: dict) -> int:
+    """The number of steps ``build`` gives (built once per process for each architecture)."""
+    key = (name, scale, steps, repr(sorted(options.items())))
+    known = _STEPS_OF.get(key)
+    if known is None or known[0] is not entry:
+        known = (entry, build(name, scale=scale, steps=steps, seed=seed, **options).n_steps)
+        _STEPS_OF[key] = known
+    return known[1]
+
+
+def _weights_source(entry: _Entry, name: str, scale: str, weights, seed: int
+                    ) -> tuple[str, Path | None, dict]:
+    """``(how to read the file, its path or None, the weights' id)`` for ``weights``, checked
+    (an unknown kind, official weights at mini scale, a missing file: one sentence each)."""
+    if isinstance(weights, str) and weights in WEIGHT_KINDS:
+        if weights == "untrained":
+            return "none", None, {"kind": "untrained", "seed": int(seed)}
+        if weights == "official":
+            if scale != "full":
+                raise AnalysisUtilsError(
+                    f"Official weights exist only at full scale; use scale='full', or "
+                    f"weights='trained' for the mini zoo of {name!r}."
+                )
+            if entry.card.official_weights is None:
+                raise AnalysisUtilsError(
+                    f"{name!r} has no published weights; pass weights=<path> to a checkpoint in "
+                    "its file format, or weights='untrained'."
+                )
+            path = fetch(entry.card.official_weights)
+            return "official", path, {"kind": "official", "sha256": file_sha256(path)}
+        if scale != "mini":
+            raise AnalysisUtilsError(
+                "The trained zoo exists only at mini scale; use weights='official' at full "
+                "scale."
+            )
+        path, sha256 = checked_trained_file(name, scale)
+        return "safetensors", path, {"kind": "trained", "sha256": sha256}
+    if isinstance(weights, (str, os.PathLike)):
+        path = Path(weights).expanduser()
+        if not path.exists() and not _is_tf_prefix(path):
+            valid = ", ".join(repr(k) for k in WEIGHT_KINDS)
+            raise AnalysisUtilsError(
+                f"weights={str(weights)!r} is neither one of {valid} nor an existing file; "
+                "give one of those names or the path to a checkpoint."
+            )
+        reader = "safetensors" if path.suffix == ".safetensors" else "official"
+        return reader, path, {"kind": "file", "path": str(path), "sha256": _path_sha256(path)}
+    raise AnalysisUtilsError(
+        f"weights must be one of {WEIGHT_KINDS} or a path, got {weights!r}."
+    )
+
+
+def _load_spec(name: str, scale: str, n_steps: int, options: dict) -> dict:
+    return {"name": name, "scale": scale, "steps": n_steps,
+            "options": {k: options[k] for k in sorted(options)}}
+
+
+def identity(name: str, scale: str = "mini", weights: str | os.PathLike | None = None,
+             seed: int = 0, steps: int | None = None, **options) -> LoadIdentity:
+    """What :func:`load` with these arguments would load, without building or reading the
+    network: the weights are checked and hashed as ``load`` does (same errors), the number of
+    steps comes from building the architecture once per process. The feature cache is keyed by
+    it, so a cached extraction needs no model."""
+    entry = _entry(name)
+    check_scale(scale)
+    weights = default_weights(scale) if weights is None else weights
+    _, _, weights_id = _weights_source(entry, name, scale, weights, seed)
+    n_steps = _n_steps(entry, name, scale, steps, seed, options)
+    return LoadIdentity(card=entry.card, scale=scale, n_steps=n_steps, weights_id=weights_id,
+                        load_spec=_load_spec(name, scale, n_steps, options))
+
+
 def load(name: str, scale: str = "mini", weights: str | os.PathLike | None = None,
          seed: int = 0, steps: int | None = None, device: str | torch.device = "cpu",
          **options) -> torch.nn.Module:
@@ -211,52 +302,13 @@ def load(name: str, scale: str = "mini", weights: str | os.PathLike | None = Non
     check_scale(scale)
     weights = default_weights(scale) if weights is None else weights
     model = build(name, scale=scale, steps=steps, seed=seed, **options)
-    if isinstance(weights, str) and weights in WEIGHT_KINDS:
-        if weights == "untrained":
-            weights_id = {"kind": "untrained", "seed": int(seed)}
-        elif weights == "official":
-            if scale != "full":
-                raise AnalysisUtilsError(
-                    f"Official weights exist only at full scale; use scale='full', or "
-                    f"weights='trained' for the mini zoo of {name!r}."
-                )
-            if entry.card.official_weights is None:
-                raise AnalysisUtilsError(
-                    f"{name!r} has no published weights; pass weights=<path> to a checkpoint in "
-                    "its file format, or weights='untrained'."
-                )
-            path = fetch(entry.card.official_weights)
-            entry.load_checkpoint(model, path)
-            weights_id = {"kind": "official", "sha256": file_sha256(path)}
-        else:  # trained
-            if scale != "mini":
-                raise AnalysisUtilsError(
-                    "The trained zoo exists only at mini scale; use weights='official' at full "
-                    "scale."
-                )
-            path = trained_path(name, scale)
-            _load_safetensors(model, path)
-            weights_id = {"kind": "trained", "sha256": file_sha256(path)}
-    elif isinstance(weights, (str, os.PathLike)):
-        path = Path(weights).expanduser()
-        if not path.exists() and not _is_tf_prefix(path):
-            valid = ", ".join(repr(k) for k in WEIGHT_KINDS)
-            raise AnalysisUtilsError(
-                f"weights={str(weights)!r} is neither one of {valid} nor an existing file; "
-                "give one of those names or the path to a checkpoint."
-            )
-        if path.suffix == ".safetensors":
-            _load_safetensors(model, path)
-        else:
-            entry.load_checkpoint(model, path)
-        weights_id = {"kind": "file", "path": str(path), "sha256": _path_sha256(path)}
-    else:
-        raise AnalysisUtilsError(
-            f"weights must be one of {WEIGHT_KINDS} or a path, got {weights!r}."
-        )
+    reader, path, weights_id = _weights_source(entry, name, scale, weights, seed)
+    if reader == "safetensors":
+        _load_safetensors(model, path)
+    elif reader == "official":
+        entry.load_checkpoint(model, path)
     model.weights_id = weights_id
-    model.load_spec = {"name": name, "scale": scale, "steps": model.n_steps,
-                       "options": {k: options[k] for k in sorted(options)}}
+    model.load_spec = _load_spec(name, scale, model.n_steps, options)
     return model.eval().to(device)
 
 

@@ -122,8 +122,12 @@ def _check_perturbation(perturbation):
     return perturbation
 
 
-def cache_spec(model: torch.nn.Module, probe: Probe, readout: str, perturbation=None) -> dict:
+def cache_spec(model, probe: Probe, readout: str, perturbation=None) -> dict:
     """Everything that changes the numbers of one readout of ``model`` over ``probe``.
+
+    ``model``: a loaded model (:func:`analysis_utils.catalogue.load`) or its
+    :class:`analysis_utils.catalogue.LoadIdentity` (:func:`analysis_utils.catalogue.identity`):
+    both give the same spec.
 
     A perturbation (:class:`analysis_utils.perturb.PerturbationSpec`) other than level 0 adds
     its key; level 0 (the clean pixels) keeps the clean entry's key, so it reads the clean
@@ -185,9 +189,9 @@ def features(model_name: str, probe: Probe, scale: str = "mini",
     root = store.cache_dir(cache_dir)
     started = time.perf_counter()
 
-    model = catalogue.load(model_name, scale=scale, weights=weights, seed=seed, steps=steps,
-                           device=target, **(model_options or {}))
-    specs = {readout: cache_spec(model, probe, readout, perturbation) for readout in readouts}
+    loaded = catalogue.identity(model_name, scale=scale, weights=weights, seed=seed,
+                                steps=steps, **(model_options or {}))  # no network: cheap
+    specs = {readout: cache_spec(loaded, probe, readout, perturbation) for readout in readouts}
     results: dict[str, torch.Tensor] = {}
     from_cache: dict[str, bool] = {}
     if not force:
@@ -202,12 +206,12 @@ def features(model_name: str, probe: Probe, scale: str = "mini",
         "model": model_name,
         "card": _card_summary(card),
         "scale": scale,
-        "weights": model.weights_id,
-        "load_spec": model.load_spec,
+        "weights": dict(loaded.weights_id),
+        "load_spec": loaded.load_spec,
         "preprocessing": card.preprocessing[scale].spec,
         "probe": probe.describe(),
-        "steps": model.n_steps,
-        "step_labels": [card.step_label(t) for t in range(1, model.n_steps + 1)],
+        "steps": loaded.n_steps,
+        "step_labels": [card.step_label(t) for t in range(1, loaded.n_steps + 1)],
         "versions": software_versions(),
         "device": str(target),
         "perturbation": (perturbation.key() if perturbation is not None
@@ -219,6 +223,14 @@ def features(model_name: str, probe: Probe, scale: str = "mini",
             from .perturb import perturb_probe
 
             images = perturb_probe(perturbation, probe)
+        model = catalogue.load(model_name, scale=scale, weights=weights, seed=seed, steps=steps,
+                               device=target, **(model_options or {}))
+        if model.load_spec != loaded.load_spec:
+            raise AnalysisUtilsError(
+                f"{model_name!r} built with {model.n_steps} steps but catalogue.identity "
+                f"reported {loaded.n_steps}; its build function must give the same number of "
+                "steps for the same arguments."
+            )
         computed = run_model(model, probe, missing, batch_size=batch_size, device=target,
                              progress=progress, description=f"{model_name} ({scale})",
                              images=images)
@@ -251,12 +263,12 @@ def is_cached(model_name: str, probe: Probe, scale: str = "mini",
     catalogue.check_scale(scale)
     readouts = _check_readouts(model_name, readouts)
     perturbation = _check_perturbation(perturbation)
-    model = catalogue.load(model_name, scale=scale, weights=weights, seed=seed,
-                           steps=_check_steps(steps), device=resolve_device(device),
-                           **(model_options or {}))
+    resolve_device(device)
+    loaded = catalogue.identity(model_name, scale=scale, weights=weights, seed=seed,
+                                steps=_check_steps(steps), **(model_options or {}))
     root = store.cache_dir(cache_dir)
     return all(store.entry_paths(root, model_name,
-                                 store.key(cache_spec(model, probe, readout, perturbation))
+                                 store.key(cache_spec(loaded, probe, readout, perturbation))
                                  )[1].exists()
                for readout in readouts)
 

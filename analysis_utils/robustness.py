@@ -103,33 +103,43 @@ def logit_hits(logits: torch.Tensor, labels, class_index) -> torch.Tensor:
     return (logits.argmax(-1) == target).double()
 
 
-def clean_prototype_hits(penult: torch.Tensor, labels, clean_penult: torch.Tensor,
-                         clean_labels) -> torch.Tensor:
-    """[T, N] 1.0 where the cosine-nearest clean prototype (at the same step) is the image's
-    own category's: nearest-centroid readout of perturbed features by the clean categories."""
-    prototypes = geometry.prototypes(clean_penult, clean_labels)  # [T, C, D]
-    scores = F.normalize(penult, dim=-1) @ F.normalize(prototypes, dim=-1).transpose(-1, -2)
+def clean_prototype_hits(penult: torch.Tensor, labels, clean_prototypes: torch.Tensor
+                         ) -> torch.Tensor:
+    """[T, N] 1.0 where the cosine-nearest clean prototype (at the same step; ``clean_prototypes``
+    [T, C, D] from :func:`geometry.prototypes` of the clean probe) is the image's own
+    category's: nearest-centroid readout of perturbed features by the clean categories."""
+    scores = (F.normalize(penult, dim=-1)
+              @ F.normalize(clean_prototypes, dim=-1).transpose(-1, -2))
     labels = torch.as_tensor(labels, dtype=torch.long)
     return (scores.argmax(-1) == labels).double()
 
 
 def level_measures(penult: torch.Tensor, logits: torch.Tensor, labels, class_index,
-                   clean_penult: torch.Tensor, clean_labels) -> dict:
+                   clean_penult: torch.Tensor | None = None, clean_labels=None,
+                   clean_prototypes: torch.Tensor | None = None) -> dict:
     """Every measure at every step on one perturbed set.
 
     ``penult`` [T, n, D] and ``logits`` [T, n, K] of the perturbed images (``labels`` [n]),
-    ``clean_penult`` [T, N, D] of the clean probe (``clean_labels`` [N]). Returns
+    and the clean probe's prototypes: ``clean_penult`` [T, N, D] with ``clean_labels`` [N], or
+    ``clean_prototypes`` [T, C, D] computed once (:func:`geometry.prototypes`). Returns
     ``{"top1", "nc_top1", "cluster_size", "between_mean"}``: float64 arrays [T], and
     ``"top1_per_category"``, ``"nc_top1_per_category"``: [T, C] in percent.
     """
-    if penult.shape[:2] != logits.shape[:2] or penult.shape[0] != clean_penult.shape[0]:
+    if (clean_penult is None) == (clean_prototypes is None):
         raise AnalysisUtilsError(
-            f"penult {tuple(penult.shape)}, logits {tuple(logits.shape)} and the clean penult "
-            f"{tuple(clean_penult.shape)} must share their steps T (and the first two their "
-            "images n)."
+            "level_measures needs the clean prototypes: give clean_penult and clean_labels, or "
+            "clean_prototypes (geometry.prototypes of the clean penult), not both."
+        )
+    if clean_prototypes is None:
+        clean_prototypes = geometry.prototypes(clean_penult, clean_labels)  # [T, C, D]
+    if penult.shape[:2] != logits.shape[:2] or penult.shape[0] != clean_prototypes.shape[0]:
+        raise AnalysisUtilsError(
+            f"penult {tuple(penult.shape)}, logits {tuple(logits.shape)} and the clean "
+            f"prototypes {tuple(clean_prototypes.shape)} must share their steps T (and the "
+            "first two their images n)."
         )
     top1 = per_category_mean(logit_hits(logits, labels, class_index), labels) * 100.0
-    nc = per_category_mean(clean_prototype_hits(penult, labels, clean_penult, clean_labels),
+    nc = per_category_mean(clean_prototype_hits(penult, labels, clean_prototypes),
                            labels) * 100.0
     return {
         "top1": top1.mean(-1), "nc_top1": nc.mean(-1),
@@ -139,6 +149,30 @@ def level_measures(penult: torch.Tensor, logits: torch.Tensor, labels, class_ind
                                    dtype=np.float64),
         "top1_per_category": top1, "nc_top1_per_category": nc,
     }
+
+
+def measure_levels(perturbed: Mapping[tuple[str, str, float], Mapping[str, torch.Tensor]],
+                   clean: Mapping[str, Mapping[str, torch.Tensor]], labels, class_index,
+                   clean_labels) -> dict[tuple[str, str, float], dict]:
+    """:func:`level_measures` for every ``(model, perturbation, level)`` of ``perturbed`` (its
+    ``penult`` and ``logits`` on the perturbed images, ``labels``), against the clean
+    prototypes of ``clean[model]["penult"]`` (``clean_labels``).
+
+    Each model's clean prototypes are computed once, and level 0 (the same clean images under
+    every perturbation) is measured once per model and shared by every perturbation's entry.
+    """
+    measured, prototypes, clean_level = {}, {}, {}
+    for (model, name, level), X in perturbed.items():
+        if model not in prototypes:
+            prototypes[model] = geometry.prototypes(clean[model]["penult"], clean_labels)
+        if level == 0 and model in clean_level:
+            measured[model, name, level] = clean_level[model]
+            continue
+        measured[model, name, level] = level_measures(
+            X["penult"], X["logits"], labels, class_index, clean_prototypes=prototypes[model])
+        if level == 0:
+            clean_level[model] = measured[model, name, level]
+    return measured
 
 
 def step_table(measured: Mapping[tuple[str, str, float], dict]) -> pd.DataFrame:

@@ -172,6 +172,12 @@ def trained_path(name: str, scale: str = "mini") -> Path:
     Raises a clear error when the zoo has no file for the model or the file's sha256 differs
     from the manifest.
     """
+    return checked_trained_file(name, scale)[0]
+
+
+def checked_trained_file(name: str, scale: str = "mini") -> tuple[Path, str]:
+    """``(path, sha256)`` of the trained zoo file for ``name``, read once and checked against
+    the manifest (the errors of :func:`trained_path`)."""
     folder = trained_dir(name, scale)
     manifest = zoo_manifest(scale, folder)
     entry = manifest.get("models", {}).get(name)
@@ -189,4 +195,4 @@ def trained_path(name: str, scale: str = "mini") -> Path:
             f"{entry['sha256'][:16]}...; restore the file from the repository (git checkout) "
             "or retrain it."
         )
-    return path
+    return path, actual

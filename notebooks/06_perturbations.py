@@ -111,9 +111,8 @@ display(book.features_summary(clean, extraction))
 
 # %% tags=["hide-input"]
 class_index = probe_set.class_index(P.scale)
-measured = {key: robustness.level_measures(X["penult"], X["logits"], cut.labels, class_index,
-                                           clean[key[0]]["penult"], probe_set.labels)
-            for key, X in perturbed.items()}
+measured = robustness.measure_levels(perturbed, clean, cut.labels, class_index,
+                                     probe_set.labels)
 steps = robustness.step_table(measured)
 after_step = {name: P.state_step(name, "after") for name in P.models}
 recurrent = [name for name in P.models if catalogue.card(name).recurrent]

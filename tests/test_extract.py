@@ -107,7 +107,11 @@ def test_second_call_reads_the_cache_without_running_the_model(probe, tmp_path, 
     def no_run(*args, **kwargs):
         raise AssertionError("the model ran although the cache holds the features")
 
+    def no_load(*args, **kwargs):
+        raise AssertionError("a network was built although the cache holds the features")
+
     monkeypatch.setattr(extract, "run_model", no_run)
+    monkeypatch.setattr(catalogue, "load", no_load)  # the key comes from catalogue.identity
     second, meta = _features(probe, tmp_path)
     assert meta["cache"]["from_cache"] == {"penult": True, "logits": True}
     for readout in first:
@@ -174,6 +178,40 @@ def test_changed_weights_file_recomputes(probe, tmp_path):
     second, meta = _features(probe, tmp_path, weights=path, readouts="logits")
     assert meta["cache"]["from_cache"] == {"logits": False}
     assert not torch.allclose(first["logits"], second["logits"])
+
+
+@pytest.mark.parametrize("weights", ["untrained", "file"])
+def test_identity_is_what_load_loads(tmp_path, weights):
+    path = _weights_file(tmp_path, seed=5) if weights == "file" else weights
+    model = catalogue.load("tiny_rnn", weights=path, seed=3, steps=4)
+    loaded = catalogue.identity("tiny_rnn", weights=path, seed=3, steps=4)
+    assert (loaded.n_steps, loaded.weights_id, loaded.load_spec) == (
+        model.n_steps, model.weights_id, model.load_spec) and loaded.n_steps == 4
+    assert loaded.card is model.card and loaded.scale == model.scale
+    assert extract.cache_spec(loaded, probes_stub(), "penult") == extract.cache_spec(
+        model, probes_stub(), "penult")
+
+
+def probes_stub():
+    """A stand-in with what cache_spec reads of a probe."""
+    return type("ProbeStub", (), {"name": "tiny", "content_hash": "abc"})()
+
+
+def test_identity_checks_the_weights_as_load_does(tmp_path):
+    missing = tmp_path / "nowhere.safetensors"
+    for call in (catalogue.identity, catalogue.load):
+        with pytest.raises(AnalysisUtilsError, match="neither one of .* nor an existing file"):
+            call("tiny_rnn", weights=missing)
+        with pytest.raises(AnalysisUtilsError, match="Official weights exist only at full"):
+            call("tiny_rnn", weights="official")
+
+
+def test_identity_follows_a_changed_weights_file(tmp_path):
+    path = _weights_file(tmp_path, seed=5)
+    first = catalogue.identity("tiny_rnn", weights=path).weights_id["sha256"]
+    path.unlink()
+    _weights_file(tmp_path, seed=6)
+    assert catalogue.identity("tiny_rnn", weights=path).weights_id["sha256"] != first
 
 
 def test_force_recomputes(probe, tmp_path):

@@ -76,6 +76,31 @@ def test_nearest_centroid_uses_the_clean_prototypes_not_the_perturbed_ones():
     np.testing.assert_allclose(values["cluster_size"], 0.0, atol=1e-6)
 
 
+def test_measure_levels_equals_level_measures_per_key():
+    """The shared clean prototypes and the shared level 0 give exactly what measuring every
+    entry on its own gives."""
+    penult, logits, labels = _states()
+    noisy, noisy_logits, _ = _states(seed=1)
+    clean = {"a": {"penult": penult, "logits": logits},
+             "b": {"penult": penult * 2 + 0.1, "logits": logits.flip(0)}}
+    perturbed = {}
+    for model, X in clean.items():
+        for name in ("occlusion", "noise"):
+            perturbed[model, name, 0] = X
+            perturbed[model, name, 0.5] = {"penult": noisy + (name == "noise"),
+                                           "logits": noisy_logits}
+    class_index = torch.tensor([7, 2, 5, 0, 3])
+    shared = robustness.measure_levels(perturbed, clean, labels, class_index, labels)
+    assert list(shared) == list(perturbed)
+    for (model, name, level), X in perturbed.items():
+        alone = robustness.level_measures(X["penult"], X["logits"], labels, class_index,
+                                          clean[model]["penult"], labels)
+        for measure, values in alone.items():
+            np.testing.assert_array_equal(shared[model, name, level][measure], values)
+    with pytest.raises(AnalysisUtilsError, match="needs the clean prototypes"):
+        robustness.level_measures(penult, logits, labels, class_index)
+
+
 def _measured(benefit_clean, benefit_hard, n_classes=40, seed=0):
     """A recurrent model 'lrm3' (3 steps) and its counterpart 'alexnet' at levels 0 and 0.5,
     with per-category top-1 whose step 3 - step 1 difference is the given mean."""
