@@ -227,12 +227,16 @@ def perturb_probe(spec: PerturbationSpec, probe, positions: Sequence[int] | None
         )
     if spec.is_identity:
         return [probe.images[i] for i in wanted]
-    pixels = [pil_to_tensor(image) for image in probe.images]
+    keep = set(wanted)
+    needed = range(len(probe)) if spec.name == "clutter" else sorted(keep)  # clutter: the pool
+    images = probe.images
+    pixels = {i: pil_to_tensor(images[i]) for i in needed}
     by_size: dict[tuple[int, int], list[int]] = {}
-    for i, tensor in enumerate(pixels):
+    for i, tensor in pixels.items():
         by_size.setdefault(tuple(tensor.shape[1:]), []).append(i)
     sources = None
     if spec.name == "clutter":
+        pixels = [pixels[i] for i in range(len(probe))]
         square = len(by_size) == 1 and next(iter(by_size))[0] == next(iter(by_size))[1]
         if square:
             sources = (torch.stack(pixels), probe.labels)
@@ -241,7 +245,6 @@ def perturb_probe(spec: PerturbationSpec, probe, positions: Sequence[int] | None
             crops = [_resize(_centre_square(p[None]), side)[0] for p in pixels]
             sources = (torch.stack(crops), probe.labels)
     out: list[Image.Image | None] = [None] * len(probe)
-    keep = set(wanted)
     for members in by_size.values():
         members = [i for i in members if i in keep]
         if not members:

@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 from matplotlib.colors import to_rgb
+from matplotlib.ticker import MaxNLocator
 
 from .errors import AnalysisUtilsError
 
@@ -663,12 +664,20 @@ def plot_claim_test(table, note: str = ""):
 # --------------------------------------------------------------------------- perturbations
 
 
-def plot_steps_by_level(table, measure: str, perturbation: str, note: str = "",
-                        ylabel: str = "top-1 (%)"):
-    """Chapter 6: ``measure`` over every step, one panel per model, one line per level of
-    ``perturbation`` (darker = stronger; a one-step model's levels are dashed lines).
+def _level_colors(levels) -> dict:
+    """One colour per level, darker = stronger (level 0, clean, the lightest)."""
+    return dict(zip(levels, sns.color_palette("rocket_r", len(levels) + 1)[1:]))
 
-    ``table``: rows of :func:`analysis_utils.robustness.step_table` (``model``,
+
+def plot_steps_by_level(table, measure: str, perturbation: str, note: str = "",
+                        ylabel: str = "top-1 (%)", counterparts: Mapping[str, str] | None = None):
+    """Chapter 6: ``measure`` over every step, one line per level of ``perturbation`` (darker
+    = stronger), one panel per multi-step model (shared y axis).
+
+    ``counterparts`` (``{recurrent model: its feedforward counterpart}``, as the cards give
+    them) draws each counterpart's levels as dashed horizontal lines in its recurrent model's
+    panel; a one-step model that is no one's counterpart here gets a panel of its own, its
+    levels dashed. ``table``: rows of :func:`analysis_utils.robustness.step_table` (``model``,
     ``perturbation``, ``level``, ``step``, ``n_steps``, ``measure``).
     """
     _check_columns(table, ["model", "perturbation", "level", "step", "n_steps", measure],
@@ -680,40 +689,63 @@ def plot_steps_by_level(table, measure: str, perturbation: str, note: str = "",
             f"{', '.join(map(str, dict.fromkeys(table['perturbation'])))}."
         )
     levels = sorted(dict.fromkeys(part["level"]))
-    colors = dict(zip(levels, sns.color_palette("rocket_r", len(levels) + 1)[1:]))
+    colors = _level_colors(levels)
     models = list(dict.fromkeys(part["model"]))
-    fig, axes = _panel_grid(len(models), height=3.0)
-    for ax, name in zip(axes, models):
+    pairs = {model: ff for model, ff in (counterparts or {}).items()
+             if model in models and ff in models}
+    shown_inside = set(pairs.values())
+    panels = [model for model in models if model not in shown_inside or model in pairs]
+    ncols = _columns(MAX_COLUMNS, len(panels))
+    nrows = int(np.ceil(len(panels) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(PAGE_WIDTH, 3.4 * ncols), 2.9 * nrows),
+                             sharey=True, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+
+    def draw(ax, name):
         rows = part[part["model"] == name]
         for level in levels:
             at = rows[rows["level"] == level].sort_values("step")
-            n_steps = int(at["n_steps"].iloc[0])
             text = "clean" if level == 0 else f"{perturbation} {level:g}"
-            if n_steps <= 1:
-                ax.axhline(float(at[measure].iloc[0]), color=colors[level], ls="--", lw=1.5,
+            if int(at["n_steps"].iloc[0]) <= 1:
+                ax.axhline(float(at[measure].iloc[0]), color=colors[level], ls="--", lw=1.4,
                            label=text)
             else:
                 ax.plot(at["step"], at[measure], color=colors[level], lw=2, marker="o", ms=3,
                         label=text)
-        ax.set_title(label(name))
-        if int(rows["n_steps"].iloc[0]) > 1:
+        return int(rows["n_steps"].iloc[0])
+
+    for ax, name in zip(axes.flat, panels):
+        n_steps = draw(ax, name)
+        title = label(name)
+        if name in pairs:
+            draw(ax, pairs[name])
+            title += f" (dashed: {label(pairs[name])})"
+        ax.set_title(title, fontsize=10)
+        if n_steps > 1:
             ax.set_xlabel("step")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             ax.set_xticks([])
             ax.set_xlabel("one step")
-        ax.set_ylabel(ylabel)
+    for row in axes:
+        row[0].set_ylabel(ylabel)
     fig.suptitle(titled(f"{ylabel} at every step under {perturbation}", note))
-    fig.tight_layout()
-    most_steps = max(range(len(models)), key=lambda i: int(
-        part[part["model"] == models[i]]["n_steps"].iloc[0]))
-    _legend_below(fig, axes[most_steps], ncol=len(levels))
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(hspace=0.55, wspace=0.12, top=1 - 1.0 / height, bottom=0.55 / height)
+    handles = [plt.Line2D([], [], color=colors[level], lw=2)
+               for level in levels]
+    names = ["clean" if level == 0 else f"{perturbation} {level:g}" for level in levels]
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(names), 4), fontsize=10)
     return fig
 
 
 def plot_perturbation_examples(probe, examples: Mapping, picks: Sequence[int], note: str = ""):
-    """Chapter 6: the clean image and every perturbed version of a few probe images: one row
-    per perturbation level (clean first), one column per picked image (at most
-    :data:`MAX_COLUMNS`).
+    """Chapter 6: the clean image and every perturbed version of a few probe images, as one
+    mosaic: one row per perturbation level (clean first), one column per picked image (at
+    most :data:`MAX_COLUMNS`), each tile the image's own pixels (no resampling when the
+    images share a size; else each is resized to the first one's size).
 
     ``examples``: ``{PerturbationSpec: the perturbed PIL images at picks}`` (as
     ``perturb.perturb_probe(spec, probe, positions=picks)`` returns them); ``picks``: probe
@@ -733,56 +765,94 @@ def plot_perturbation_examples(probe, examples: Mapping, picks: Sequence[int], n
                 f"({len(picks)}): perturb.perturb_probe(spec, probe, positions=picks)."
             )
         rows.append((spec.describe(), list(images)))
-    side = 1.7
-    fig, axes = plt.subplots(len(rows), len(picks), figsize=(side * len(picks) + 1.6,
-                                                             side * len(rows) + 0.8),
-                             squeeze=False)
-    for r, (text, images) in enumerate(rows):
-        for c, image in enumerate(images):
-            ax = axes[r, c]
-            ax.imshow(image)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(text, rotation=0, ha="right", va="center", fontsize=9)
-            if r == 0:
-                ax.set_title(probe.category_names[int(probe.labels[picks[c]])].split(",")[0],
-                             fontsize=9)
+    mosaic, (height, width), gap = perturbation_mosaic([images for _, images in rows])
+    side = 1.5
+    fig, ax = plt.subplots(figsize=(side * len(picks) + 1.6, side * len(rows) + 0.6))
+    fig.subplots_adjust(top=1 - 0.9 / (side * len(rows) + 0.6), bottom=0.02)
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_yticks([r * (height + gap) + height / 2 for r in range(len(rows))],
+                  [text for text, _ in rows], fontsize=9)
+    ax.set_xticks([c * (width + gap) + width / 2 for c in range(len(picks))],
+                  [probe.category_names[int(probe.labels[i])].split(",")[0] for i in picks],
+                  fontsize=9)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     fig.suptitle(titled("The perturbed images", note), fontsize=11)
-    fig.tight_layout()
     return fig
 
 
-def plot_against_level(table, measure: str, ylabel: str, title: str, note: str = "",
-                       zero_line: bool = False):
-    """Chapter 6: ``measure`` against the perturbation level, one panel per perturbation
-    (two a row), one line per model in its colour; feedforward models dashed. Optional
-    ``lo``/``hi`` columns are drawn as a band (the bootstrap interval of the benefit).
+def perturbation_mosaic(rows: Sequence[Sequence], gap: int = 4
+                        ) -> tuple[np.ndarray, tuple[int, int], int]:
+    """``(uint8 [H, W, 3] mosaic, (tile height, tile width), gap)``: the PIL images of each
+    row side by side, rows stacked, ``gap`` white pixels between tiles; every tile has the
+    first image's size (others are resized to it, bilinear)."""
+    first = rows[0][0]
+    width, height = first.size
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    mosaic = np.full((n_rows * (height + gap) - gap, n_cols * (width + gap) - gap, 3), 255,
+                     dtype=np.uint8)
+    for r, images in enumerate(rows):
+        for c, image in enumerate(images):
+            tile = image.convert("RGB")
+            if tile.size != (width, height):
+                tile = tile.resize((width, height))
+            y, x = r * (height + gap), c * (width + gap)
+            mosaic[y:y + height, x:x + width] = np.asarray(tile)
+    return mosaic, (height, width), gap
 
-    ``table``: rows with ``model``, ``perturbation``, ``level`` and ``measure``.
+
+def plot_against_level(table, columns: Sequence[tuple[str, str]], title: str, note: str = "",
+                       zero_line: Sequence[str] = ()):
+    """Chapter 6: measures against the perturbation level, one row per perturbation and one
+    column per measure (at most :data:`MAX_COLUMNS`), one line per model in its colour;
+    feedforward models dashed. ``columns``: ``(measure, its axis label)`` pairs; a measure
+    with ``<measure> lo`` / ``<measure> hi`` columns (or ``lo``/``hi`` when it is the only
+    measure with an interval) gets that band (the bootstrap interval of the benefit);
+    ``zero_line`` names the measures drawn with a line at 0.
+
+    ``table``: rows with ``model``, ``perturbation``, ``level`` and every measure.
     """
-    _check_columns(table, ["model", "perturbation", "level", measure], "table")
+    columns = list(columns)
+    _check_columns(table, ["model", "perturbation", "level", *(m for m, _ in columns)],
+                   "table")
+    ncols = _columns(len(columns), len(columns))
     perturbations = list(dict.fromkeys(table["perturbation"]))
-    fig, axes = _panel_grid(len(perturbations), ncols=2, height=3.4)
-    for ax, name in zip(axes, perturbations):
+    nrows = len(perturbations)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(PAGE_WIDTH, 3.6 * ncols), 2.5 * nrows),
+                             sharey="col", squeeze=False)
+    for row, name in zip(axes, perturbations):
         part = table[table["perturbation"] == name]
-        for model, rows in part.groupby("model", sort=False):
-            rows = rows.sort_values("level")
-            color = model_color(model)
-            dashed = not _card(model).recurrent
-            ax.plot(rows["level"], rows[measure], color=color, lw=1.6 if dashed else 2.2,
-                    ls="--" if dashed else "-", marker="o", ms=4, label=label(model))
-            if "lo" in rows and "hi" in rows:
-                ax.fill_between(rows["level"], rows["lo"], rows["hi"], color=color,
-                                alpha=0.15, lw=0)
-        if zero_line:
-            ax.axhline(0, color="black", lw=0.8)
-        ax.set_title(name)
-        ax.set_xlabel(f"{name} level")
-        ax.set_ylabel(ylabel)
+        for ax, (measure, ylabel) in zip(row, columns):
+            band = ((f"{measure} lo", f"{measure} hi") if f"{measure} lo" in part
+                    else ("lo", "hi") if "lo" in part and "hi" in part else None)
+            for model, rows in part.groupby("model", sort=False):
+                rows = rows.sort_values("level")
+                if rows[measure].isna().all():
+                    continue
+                color = model_color(model)
+                dashed = not _card(model).recurrent
+                ax.plot(rows["level"], rows[measure], color=color, lw=1.5 if dashed else 2.0,
+                        ls="--" if dashed else "-", marker="o", ms=3.5, label=label(model))
+                if band is not None:
+                    ax.fill_between(rows["level"], rows[band[0]], rows[band[1]], color=color,
+                                    alpha=0.15, lw=0)
+            if measure in zero_line:
+                ax.axhline(0, color="black", lw=0.8)
+            ax.set_xlabel(f"{name} level", fontsize=9)
+            if name == perturbations[0]:
+                ax.set_title(ylabel, fontsize=10)
     fig.suptitle(titled(title, note))
-    fig.tight_layout()
-    _legend_below(fig, axes[0])
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(hspace=0.6, wspace=0.28, top=1 - 1.0 / height, bottom=0.5 / height)
+    handles = {}
+    for ax in axes.flat:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="upper center",
+                   bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 4), fontsize=10)
     return fig
 
 

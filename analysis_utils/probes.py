@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -415,9 +414,15 @@ def _decode(path: Path) -> Image.Image:
         raise _undecodable(path, exc) from exc
 
 
+#: the first bytes of the image formats a probe may hold (JPEG, PNG, GIF, BMP, TIFF, WebP)
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM",
+                    b"II*\x00", b"MM\x00*", b"RIFF")
+
+
 def _hash_and_check(paths: list[Path]) -> tuple[ProbeImages, list[str]]:
-    """Read each file once: its sha256, and a check that it opens as an image (an error names a
-    bad file); the pixels are decoded later, on first use."""
+    """Read each file once: its sha256, and a check that it starts as an image file does (its
+    format's signature; an error names a bad file). The pixels are decoded later, on first
+    use, where a file damaged past its first bytes gets the same error naming it."""
     hashes = []
     for path in paths:
         try:
@@ -426,10 +431,9 @@ def _hash_and_check(paths: list[Path]) -> tuple[ProbeImages, list[str]]:
             raise AnalysisUtilsError(
                 f"Could not read the image {path} ({exc}); check its permissions."
             ) from exc
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.size  # noqa: B018  (parses the header; the pixels are decoded on use)
-        except _IMAGE_ERRORS as exc:
-            raise _undecodable(path, exc) from exc
+        if not data.startswith(IMAGE_SIGNATURES) or (
+                data.startswith(b"RIFF") and data[8:12] != b"WEBP"):
+            raise _undecodable(path, ValueError("its first bytes are not those of a JPEG, "
+                                                "PNG, GIF, BMP, TIFF or WebP file"))
         hashes.append(hashlib.sha256(data).hexdigest())
     return ProbeImages(paths), hashes

@@ -293,6 +293,16 @@ def final_table(steps: pd.DataFrame, after: Mapping[str, int]) -> pd.DataFrame:
     return steps[keep].reset_index(drop=True)
 
 
+def with_benefit(final: pd.DataFrame, benefit: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`final_table` with each recurrent model's benefit from
+    :func:`benefit_table` beside them (``benefit``, ``benefit lo``, ``benefit hi``; NaN for a
+    feedforward model): the table of the chapter's benefit-and-accuracy figure."""
+    keys = ["model", "perturbation", "level"]
+    extra = benefit[[*keys, "benefit", "lo", "hi"]].rename(
+        columns={"lo": "benefit lo", "hi": "benefit hi"})
+    return final.merge(extra, on=keys, how="left")
+
+
 def relative_to_clean(table: pd.DataFrame, columns) -> pd.DataFrame:
     """``table`` with ``<column> / clean`` added: each value over the same model's, step's and
     perturbation's value at level 0 (so the geometry of models on different scales compares)."""

@@ -11,6 +11,13 @@ the trained book (the default) takes longer (the README gives the measured times
     .venv/bin/python benchmarks/book.py --data-dir /tmp/probe            # the default book
     .venv/bin/python benchmarks/book.py --data-dir /tmp/probe --warm 3 --params "-p n_perm 10000"
 
+``--chapter-cost NAME`` measures what one chapter adds: the same builds (cold, then
+``--warm`` warm ones, each cold build with its own empty cache) of the book as it is and of a
+copy of the working tree without that chapter (its source, its table-of-contents entry and the
+lines of ``book/*.md`` that link it removed), alternating, and prints the differences:
+
+    .venv/bin/python benchmarks/book.py --data-dir /tmp/probe --chapter-cost 06_perturbations
+
 ``--data-dir`` is the folder holding ``tiny-imagenet-200/`` (default: $ANALYSIS_UTILS_DATA).
 Memory is read with psutil (installed with ipykernel, which the book needs).
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -42,12 +50,13 @@ def _tree_pss(process: psutil.Process) -> int:
     return total
 
 
-def run_build(params: str, env: dict) -> dict:
-    """One `make book`; its wall time, output and the peak PSS of its process tree."""
+def run_build(params: str, env: dict, root: Path = ROOT) -> dict:
+    """One `make book` in ``root``; its wall time, output and the peak PSS of its process
+    tree."""
     load = os.getloadavg()[0]
     started = time.perf_counter()
     process = subprocess.Popen(["make", "--no-print-directory", "book", f"PARAMS={params}"],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               cwd=root, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     peak = 0
     done = threading.Event()
@@ -72,37 +81,93 @@ def run_build(params: str, env: dict) -> dict:
         raise SystemExit(f"make book failed (exit {process.returncode}):\n{output[-3000:]}")
     prefill = next((line for line in output.splitlines() if line.startswith("Features for")), "")
     chapters = {}
-    for notebook in sorted((ROOT / "book" / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for notebook in sorted((root / "book" / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         meta = json.loads(notebook.read_text())["metadata"].get("papermill", {})
         chapters[notebook.stem] = meta.get("duration")
     return {"wall": wall, "prefill": prefill, "chapters": chapters, "peak_pss": peak,
             "load": load}
 
 
+def tree_without(chapter: str, destination: Path) -> Path:
+    """A copy of the working tree's tracked files at ``destination`` without ``chapter``: its
+    source notebook, its _toc.yml entry and the lines of book/*.md that link it are removed;
+    .venv is linked, not copied."""
+    source = ROOT / "notebooks" / f"{chapter}.py"
+    if not source.exists():
+        raise SystemExit(f"There is no chapter {chapter!r} (no {source}); give the name of a "
+                         "notebooks/NN_*.py file without .py, for example 06_perturbations.")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, destination / name)
+    (destination / ".venv").symlink_to(ROOT / ".venv")
+    (destination / "notebooks" / f"{chapter}.py").unlink()
+    link = f"notebooks/{chapter}"
+    for text_file in [destination / "_toc.yml", *(destination / "book").glob("*.md")]:
+        lines = text_file.read_text().splitlines(keepends=True)
+        text_file.write_text("".join(line for line in lines if link not in line))
+    return destination
+
+
+def _print_build(kind: str, result: dict) -> None:
+    chapters = ", ".join(f"{name[:2]} {seconds:.1f} s"
+                         for name, seconds in result["chapters"].items())
+    print(f"{kind}: {result['wall']:.1f} s (load before {result['load']:.2f}; peak PSS "
+          f"{result['peak_pss'] / 2**30:.2f} GiB); chapters: {chapters}")
+    print(f"      {result['prefill']}")
+
+
+def chapter_cost(chapter: str, params: str, warm: int, data_dir: str) -> None:
+    """Cold and warm builds with and without ``chapter``, alternating; the differences."""
+    with tempfile.TemporaryDirectory(prefix="book-benchmark-") as scratch:
+        scratch = Path(scratch)
+        trees = {"with": ROOT, "without": tree_without(chapter, scratch / "tree")}
+        print(f"before: {load_note()}")
+        print(f"make book PARAMS=\"{params}\" on {os.cpu_count()} CPUs, with and without "
+              f"{chapter}")
+        walls: dict[str, list[float]] = {"with": [], "without": []}
+        for index in range(1 + warm):
+            kind = "cold" if index == 0 else "warm"
+            for label, root in trees.items():
+                cache = scratch / f"cache-{label}"
+                if index == 0 and cache.exists():
+                    shutil.rmtree(cache)
+                env = {**os.environ, "ANALYSIS_UTILS_DATA": data_dir,
+                       "ANALYSIS_UTILS_CACHE": str(cache)}
+                result = run_build(params, env, root)
+                walls[label].append(result["wall"])
+                _print_build(f"{kind} {label}", result)
+            print(f"   {chapter} adds {walls['with'][-1] - walls['without'][-1]:.1f} s to this "
+                  f"{kind} build")
+        print(f"after: {load_note()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("ANALYSIS_UTILS_DATA"),
                         help="folder holding tiny-imagenet-200/")
-    parser.add_argument("--params", default="-p weights untrained",
-                        help="papermill parameters, as for make book PARAMS=...")
+    parser.add_argument("--params", default="",
+                        help="papermill parameters, as for make book PARAMS=... "
+                        "(default: none, the default book)")
     parser.add_argument("--warm", type=int, default=2, help="warm runs after the cold one")
+    parser.add_argument("--chapter-cost", metavar="NAME",
+                        help="measure what chapter NAME (e.g. 06_perturbations) adds")
     args = parser.parse_args()
     if not args.data_dir or not (Path(args.data_dir) / "tiny-imagenet-200").is_dir():
         raise SystemExit("Pass --data-dir (or set ANALYSIS_UTILS_DATA) to the folder that holds "
                          "tiny-imagenet-200/, for example the unpacked val-probe100.tar.gz.")
+    if args.chapter_cost:
+        chapter_cost(args.chapter_cost, args.params, args.warm, args.data_dir)
+        return
     with tempfile.TemporaryDirectory(prefix="book-benchmark-cache-") as cache:
         env = {**os.environ, "ANALYSIS_UTILS_DATA": args.data_dir,
                "ANALYSIS_UTILS_CACHE": cache}
         print(f"before: {load_note()}")
         print(f"make book PARAMS=\"{args.params}\" on {os.cpu_count()} CPUs")
         for index in range(1 + args.warm):
-            kind = "cold" if index == 0 else "warm"
-            result = run_build(args.params, env)
-            chapters = ", ".join(f"{name[:2]} {seconds:.1f} s"
-                                 for name, seconds in result["chapters"].items())
-            print(f"{kind}: {result['wall']:.1f} s (load before {result['load']:.2f}; peak PSS "
-                  f"{result['peak_pss'] / 2**30:.2f} GiB); chapters: {chapters}")
-            print(f"      {result['prefill']}")
+            _print_build("cold" if index == 0 else "warm", run_build(args.params, env))
         print(f"after: {load_note()}")
 
 

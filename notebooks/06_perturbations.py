@@ -44,7 +44,7 @@ plugins = None  # modules that register your own models, e.g. "examples.conv_gru
 # the level grid per perturbation (level 0, the clean images, is always added); for example
 # -p perturbation_levels "{'occlusion': [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 'noise': [0.1, 0.2]}"
 perturbation_levels = "{'occlusion': [0.25, 0.5], 'clutter': [3], 'noise': [0.2], 'phase': [0.5]}"
-perturbation_images_per_category = 5  # perturbed images per category (the first ones)
+perturbation_images_per_category = 3  # perturbed images per category (the first ones)
 perturbation_seed = 0  # seed of the perturbations' draws
 n_boot = 2000  # bootstrap resamples over categories for the 95% intervals
 
@@ -126,35 +126,32 @@ display(HTML(results.links_html(results.write_table(
 # %% [markdown]
 # ## Accuracy at every step, per level
 #
-# One figure per perturbation, one panel per model, one line per level (darker = stronger).
-# A feedforward model has one step: its levels are dashed lines.
+# One figure per perturbation, one panel per recurrent model, one line per level (darker =
+# stronger). The feedforward counterpart of a recurrent model (AlexNet for LRM3/LRA3, B for BL
+# and CORnet-RT) has one step: its levels are the dashed lines in that model's panel.
 
 # %% tags=["hide-input"]
 for name in LEVELS:
     fig = plotting.plot_steps_by_level(steps, "top1", name, note=NOTE,
-                                       ylabel="logits top-1 (%)")
+                                       ylabel="logits top-1 (%)", counterparts=counterparts)
     display(fig)
     plotting.plt.close(fig)
 
 # %% [markdown]
 # ## Recurrence benefit against level
 #
-# The benefit of a recurrent model is its top-1 at the analysed final step minus its top-1 at
-# its baseline state (the first state that sees the image; the card's states), in percentage
-# points, with 95% bootstrap intervals over categories. Below it, top-1 at the final step of
-# every model against level: the feedforward counterparts (AlexNet for LRM3/LRA3, B for BL and
-# CORnet-RT) are the dashed lines.
+# Left, the benefit of each recurrent model: its top-1 at the analysed final step minus its
+# top-1 at its baseline state (the first state that sees the image; the card's states), in
+# percentage points, with 95% bootstrap intervals over categories. Right, top-1 at the final
+# step of every model against level: the feedforward counterparts are the dashed lines.
 
 # %% tags=["hide-input"]
 benefit = robustness.benefit_table(measured, states, n_boot=N_BOOT)
-fig = plotting.plot_against_level(benefit, "benefit", "benefit (pp)",
-                                  "Recurrence benefit: top-1 after minus baseline", note=NOTE,
-                                  zero_line=True)
-display(fig)
-plotting.plt.close(fig)
-fig = plotting.plot_against_level(final, "top1", "top-1 at the final step (%)",
-                                  "Accuracy at the analysed final step against level",
-                                  note=NOTE)
+fig = plotting.plot_against_level(
+    robustness.with_benefit(final, benefit),
+    [("benefit", "recurrence benefit (pp)"), ("top1", "top-1 at the final step (%)")],
+    "Recurrence benefit and final-step accuracy against level", note=NOTE,
+    zero_line=("benefit",))
 display(fig)
 plotting.plt.close(fig)
 display(HTML(results.links_html(results.write_table(
@@ -171,14 +168,14 @@ display(HTML(results.links_html(results.write_table(
 
 # %% tags=["hide-input"]
 geometry_final = robustness.relative_to_clean(final, ["cluster_size", "between_mean"])
-for measure, ylabel, title in (
-        ("nc_top1", "nearest-centroid top-1 (%)", "Read by the clean prototypes"),
-        ("cluster_size / clean", "cluster size / clean", "Local geometry: cluster size"),
-        ("between_mean / clean", "between-prototype distance / clean",
-         "Global geometry: between-prototype distance")):
-    fig = plotting.plot_against_level(geometry_final, measure, ylabel, title, note=NOTE)
-    display(fig)
-    plotting.plt.close(fig)
+fig = plotting.plot_against_level(
+    geometry_final, [("nc_top1", "nearest-centroid top-1 (%)"),
+                     ("cluster_size / clean", "cluster size / clean"),
+                     ("between_mean / clean", "between-prototype distance / clean")],
+    "Geometry at the final step against level: read by the clean prototypes, local and "
+    "global", note=NOTE)
+display(fig)
+plotting.plt.close(fig)
 
 # %% [markdown]
 # ## What the literature predicts, tested

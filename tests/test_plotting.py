@@ -91,7 +91,54 @@ def _rsa_panels():
              "coords": RNG.normal(size=(k, 2)), "stress": 0.1} for title in ("P", "L")]
 
 
+def _level_table():
+    """A step table of chapter 6: lrm3 (3 steps), bl (8) and the one-step alexnet and b, at
+    levels 0, 0.25 and 0.5 of occlusion and noise."""
+    rows = []
+    for name in ("lrm3", "alexnet", "bl", "b"):
+        steps = catalogue.card(name).default_steps
+        for perturbation in ("occlusion", "noise"):
+            for level in (0, 0.25, 0.5):
+                for step in range(1, steps + 1):
+                    rows.append({"model": name, "perturbation": perturbation, "level": level,
+                                 "step": step, "n_steps": steps,
+                                 "top1": 40 * (1 - level) + step, "benefit": 5 - level,
+                                 "benefit lo": 4 - level, "benefit hi": 6 - level,
+                                 "x": float(RNG.random())})
+    return pd.DataFrame(rows)
+
+
+class _ProbeStub:
+    """What plot_perturbation_examples reads of a probe."""
+
+    def __init__(self, n=6, side=16):
+        from PIL import Image
+
+        self.images = [Image.fromarray(RNG.integers(0, 256, (side, side, 3), dtype=np.uint8))
+                       for _ in range(n)]
+        self.labels = np.arange(n) % 3
+        self.category_names = ["goldfish, Carassius auratus", "barn", "pole"]
+
+    def __len__(self):
+        return len(self.images)
+
+
+def _examples(probe, picks):
+    from analysis_utils import perturb
+
+    pixels = perturb.images_to_tensor([probe.images[i] for i in picks])
+    return {spec: [perturb.tensor_to_pil(x) for x in perturb.apply(spec, pixels)]
+            for spec in perturb.specs("noise", [0.1, 0.3])}
+
+
 FIGURES = {
+    "steps by level": lambda: plotting.plot_steps_by_level(
+        _level_table(), "top1", "occlusion", counterparts={"lrm3": "alexnet", "bl": "b"}),
+    "against level": lambda: plotting.plot_against_level(
+        _level_table(), [("benefit", "benefit"), ("top1", "top-1"), ("x", "x")], "t",
+        zero_line=("benefit",)),
+    "perturbed images": lambda: plotting.plot_perturbation_examples(
+        _ProbeStub(), _examples(_ProbeStub(), [0, 1, 2]), picks=[0, 1, 2]),
     "trajectories, six measures": lambda: plotting.plot_trajectories(
         _steps_table(SIX), SIX, reference=_steps_table(SIX)),
     "accuracy": lambda: plotting.plot_accuracy_over_steps(
@@ -173,3 +220,47 @@ def test_the_rsa_heatmap_shows_each_rho_and_each_states_label():
     labels = [text.get_text() for text in heatmap.get_yticklabels()]
     assert labels[:2] == ["LRM3 (pass 1)", "LRM3 (pass 3)"] and labels[-1] == "AlexNet"
     plotting.plt.close(fig)
+
+
+def test_steps_by_level_draws_each_counterpart_dashed_in_its_recurrent_models_panel():
+    table = _level_table()
+    fig = plotting.plot_steps_by_level(table, "top1", "noise",
+                                       counterparts={"lrm3": "alexnet", "bl": "b"})
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in panels] == ["LRM3 (dashed: AlexNet)", "BL (dashed: B)"]
+    lrm3 = panels[0]
+    solid = [list(line.get_ydata()) for line in lrm3.lines if line.get_linestyle() == "-"]
+    dashed = [line.get_ydata()[0] for line in lrm3.lines if line.get_linestyle() == "--"]
+    assert solid == [[41.0, 42.0, 43.0], [31.0, 32.0, 33.0], [21.0, 22.0, 23.0]]
+    assert dashed == [41.0, 31.0, 21.0]  # alexnet at its one step, per level
+    plotting.plt.close(fig)
+    # without counterparts (or when the recurrent model is not shown) each model has a panel
+    fig = plotting.plot_steps_by_level(table[table["model"] != "bl"], "top1", "noise",
+                                       counterparts={"lrm3": "alexnet", "bl": "b"})
+    assert [ax.get_title() for ax in fig.axes if ax.axison] == [
+        "LRM3 (dashed: AlexNet)", "B"]
+    plotting.plt.close(fig)
+
+
+def test_against_level_has_a_row_per_perturbation_a_column_per_measure_and_the_band():
+    fig = plotting.plot_against_level(_level_table(), [("benefit", "b"), ("top1", "t")], "x")
+    assert len(fig.axes) == 4 and [ax.get_title() for ax in fig.axes[:2]] == ["b", "t"]
+    bands = fig.axes[0].collections
+    assert len(bands) == 4 and not fig.axes[1].collections  # one band per model, benefit only
+    top = max(bands[0].get_paths()[0].vertices[:, 1])
+    assert top == pytest.approx(6.0)  # benefit hi at level 0
+    plotting.plt.close(fig)
+    with pytest.raises(AnalysisUtilsError, match="ncols must be an integer from 1 to 3"):
+        plotting.plot_against_level(_level_table(), [(c, c) for c in ("top1",) * 4], "x")
+
+
+def test_the_perturbation_mosaic_holds_every_images_own_pixels():
+    probe = _ProbeStub()
+    rows = [probe.images[:3], probe.images[3:]]
+    mosaic, (height, width), gap = plotting.perturbation_mosaic(rows, gap=2)
+    assert mosaic.shape == (2 * 16 + 2, 3 * 16 + 2 * 2, 3) and (height, width) == (16, 16)
+    for r, images in enumerate(rows):
+        for c, image in enumerate(images):
+            y, x = r * (16 + gap), c * (16 + gap)
+            np.testing.assert_array_equal(mosaic[y:y + 16, x:x + 16], np.asarray(image))
+    assert (mosaic[16:18] == 255).all()  # the white gap between the rows

@@ -93,6 +93,15 @@ def test_corrupt_image_is_named(tiny_dir):
         probes.load("tiny", data_dir=tiny_dir, images_per_category=3)
 
 
+def test_a_truncated_jpeg_that_starts_right_loads_and_is_named_when_decoded(tiny_dir):
+    probe = probes.load("tiny", data_dir=tiny_dir, images_per_category=3)
+    bad = tiny_dir / "tiny-imagenet-200/val/images" / probe.file_names[4]
+    bad.write_bytes(bad.read_bytes()[:3])  # the JPEG signature only
+    loaded = probes.load("tiny", data_dir=tiny_dir, images_per_category=3)
+    with pytest.raises(AnalysisUtilsError, match=f"{probe.file_names[4]} cannot be decoded"):
+        loaded.images[4]
+
+
 def test_missing_image_file_is_named(tiny_dir):
     probe = probes.load("tiny", data_dir=tiny_dir, images_per_category=3)
     name = probe.file_names[0]
