@@ -14,9 +14,19 @@ the trained book (the default) takes longer (the README gives the measured times
 ``--chapter-cost NAME`` measures what one chapter adds: the same builds (cold, then
 ``--warm`` warm ones, each cold build with its own empty cache) of the book as it is and of a
 copy of the working tree without that chapter (its source, its table-of-contents entry and the
-lines of ``book/*.md`` that link it removed), alternating, and prints the differences:
+lines of ``book/*.md`` that link it removed), alternating (``--without-first`` swaps the
+order), each started once the load average is below the number of cores, and prints the
+differences:
 
     .venv/bin/python benchmarks/book.py --data-dir /tmp/probe --chapter-cost 06_perturbations
+
+Two whole cold builds drift apart on a shared machine (identical extractions measured up to
+1.9x apart between builds), so ``--chapter-prefill NAME`` times only the extraction the
+chapter adds: the prefill of every chapter on a copy of a cache that already holds the other
+chapters' features (filled first, not timed), ``--warm`` times. The chapter's cold cost is that
+plus its execution, which the warm difference of ``--chapter-cost`` measures:
+
+    .venv/bin/python benchmarks/book.py --data-dir /tmp/probe --chapter-prefill 06_perturbations
 
 ``--data-dir`` is the folder holding ``tiny-imagenet-200/`` (default: $ANALYSIS_UTILS_DATA).
 Memory is read with psutil (installed with ipykernel, which the book needs).
@@ -27,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -35,7 +46,7 @@ import time
 from pathlib import Path
 
 import psutil
-from _machine import load_note
+from _machine import cores, load_note
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,11 +130,23 @@ def _print_build(kind: str, result: dict) -> None:
     print(f"      {result['prefill']}")
 
 
-def chapter_cost(chapter: str, params: str, warm: int, data_dir: str) -> None:
-    """Cold and warm builds with and without ``chapter``, alternating; the differences."""
+def settle(limit: float = 180.0) -> None:
+    """Wait (at most ``limit`` s) until the 1-minute load average is below the number of
+    cores, so that a build does not start in the tail of the previous one."""
+    started = time.perf_counter()
+    while os.getloadavg()[0] >= cores() and time.perf_counter() - started < limit:
+        time.sleep(5)
+
+
+def chapter_cost(chapter: str, params: str, warm: int, data_dir: str,
+                 without_first: bool = False) -> None:
+    """Cold and warm builds with and without ``chapter``, alternating (the build with it
+    first, unless ``without_first``); the differences."""
     with tempfile.TemporaryDirectory(prefix="book-benchmark-") as scratch:
         scratch = Path(scratch)
         trees = {"with": ROOT, "without": tree_without(chapter, scratch / "tree")}
+        if without_first:
+            trees = {"without": trees["without"], "with": trees["with"]}
         print(f"before: {load_note()}")
         print(f"make book PARAMS=\"{params}\" on {os.cpu_count()} CPUs, with and without "
               f"{chapter}")
@@ -136,11 +159,61 @@ def chapter_cost(chapter: str, params: str, warm: int, data_dir: str) -> None:
                     shutil.rmtree(cache)
                 env = {**os.environ, "ANALYSIS_UTILS_DATA": data_dir,
                        "ANALYSIS_UTILS_CACHE": str(cache)}
+                settle()
                 result = run_build(params, env, root)
                 walls[label].append(result["wall"])
                 _print_build(f"{kind} {label}", result)
             print(f"   {chapter} adds {walls['with'][-1] - walls['without'][-1]:.1f} s to this "
                   f"{kind} build")
+        print(f"after: {load_note()}")
+
+
+def _prefill(notebooks: list[Path], params: str, env: dict) -> tuple[float, str]:
+    """One `analysis_utils.build prefill` of ``notebooks``: (wall seconds, its summary)."""
+    started = time.perf_counter()
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "analysis_utils.build",
+                           "prefill", *map(str, notebooks), *shlex.split(params)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"prefill failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started, done.stdout.strip().splitlines()[-1]
+
+
+def chapter_prefill(chapter: str, params: str, repeat: int, data_dir: str) -> None:
+    """The extraction only ``chapter`` adds to a cold build: the prefill of every chapter on
+    a cache that holds every other chapter's features (filled first, not timed), ``repeat``
+    times on fresh copies of that cache. With the warm build's difference from
+    :func:`chapter_cost` (the chapter's execution, which reads the cache alike cold or warm)
+    it gives the chapter's cold cost without the drift of two whole cold builds."""
+    sources = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    if chapter not in [source.stem for source in sources]:
+        raise SystemExit(f"There is no chapter {chapter!r} in notebooks/; give the name of a "
+                         "notebooks/NN_*.py file without .py, for example 06_perturbations.")
+    with tempfile.TemporaryDirectory(prefix="book-benchmark-") as scratch:
+        scratch = Path(scratch)
+        notebooks = []
+        for source in sources:
+            notebook = scratch / f"{source.stem}.ipynb"
+            subprocess.run([str(ROOT / ".venv" / "bin" / "jupytext"), "--quiet", "--to",
+                            "ipynb", str(source), "-o", str(notebook)], check=True)
+            notebooks.append(notebook)
+        others = [nb for nb in notebooks if nb.stem != chapter]
+        base = scratch / "cache-others"
+        env = {**os.environ, "ANALYSIS_UTILS_DATA": data_dir, "PYTHONPATH": str(ROOT),
+               "ANALYSIS_UTILS_CACHE": str(base)}
+        seconds, summary = _prefill(others, params, env)
+        print(f"the other chapters' features (not timed): {seconds:.1f} s; {summary}")
+        print(f"before: {load_note()}")
+        for index in range(repeat):
+            cache = scratch / f"cache-{index}"
+            shutil.copytree(base, cache)
+            settle()
+            load = os.getloadavg()[0]
+            seconds, summary = _prefill(notebooks, params,
+                                        {**env, "ANALYSIS_UTILS_CACHE": str(cache)})
+            print(f"{chapter}'s own extraction, run {index + 1}: {seconds:.1f} s (load before "
+                  f"{load:.2f}); {summary}")
+            shutil.rmtree(cache)
         print(f"after: {load_note()}")
 
 
@@ -154,12 +227,20 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=2, help="warm runs after the cold one")
     parser.add_argument("--chapter-cost", metavar="NAME",
                         help="measure what chapter NAME (e.g. 06_perturbations) adds")
+    parser.add_argument("--chapter-prefill", metavar="NAME",
+                        help="time only the extraction that chapter NAME adds (--warm runs)")
+    parser.add_argument("--without-first", action="store_true",
+                        help="with --chapter-cost: build without the chapter first")
     args = parser.parse_args()
     if not args.data_dir or not (Path(args.data_dir) / "tiny-imagenet-200").is_dir():
         raise SystemExit("Pass --data-dir (or set ANALYSIS_UTILS_DATA) to the folder that holds "
                          "tiny-imagenet-200/, for example the unpacked val-probe100.tar.gz.")
+    if args.chapter_prefill:
+        chapter_prefill(args.chapter_prefill, args.params, max(1, args.warm), args.data_dir)
+        return
     if args.chapter_cost:
-        chapter_cost(args.chapter_cost, args.params, args.warm, args.data_dir)
+        chapter_cost(args.chapter_cost, args.params, args.warm, args.data_dir,
+                     args.without_first)
         return
     with tempfile.TemporaryDirectory(prefix="book-benchmark-cache-") as cache:
         env = {**os.environ, "ANALYSIS_UTILS_DATA": args.data_dir,
