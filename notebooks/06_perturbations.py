@@ -204,7 +204,11 @@ display(Markdown(
 # ## Rerun this chapter
 #
 # A finer grid and more images per category (the defaults keep a cold `make book` cheap on a
-# laptop; each level costs one extraction per model of the perturbed images):
+# laptop; each level costs one extraction per model of the perturbed images). Measured on 2
+# cores with `benchmarks/book.py`: the defaults' 35 perturbed extractions (5 levels x 7 models
+# x 300 images) add 51-54 s to a cold build (`--chapter-prefill 06_perturbations`), and the
+# chapter's own run adds nothing measurable to a warm one (101.1 s with it, 103.2 s without,
+# `--chapter-cost 06_perturbations`); the extraction grows in proportion to levels x images:
 #
 # ```bash
 # make book PARAMS="-p perturbation_images_per_category 20 -p perturbation_levels \
