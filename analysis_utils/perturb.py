@@ -229,20 +229,19 @@ def perturb_probe(spec: PerturbationSpec, probe, positions: Sequence[int] | None
         return [probe.images[i] for i in wanted]
     keep = set(wanted)
     needed = range(len(probe)) if spec.name == "clutter" else sorted(keep)  # clutter: the pool
-    images = probe.images
-    pixels = {i: pil_to_tensor(images[i]) for i in needed}
+    pixels = {i: pil_to_tensor(probe.images[i]) for i in needed}
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, tensor in pixels.items():
         by_size.setdefault(tuple(tensor.shape[1:]), []).append(i)
     sources = None
     if spec.name == "clutter":
-        pixels = [pixels[i] for i in range(len(probe))]
+        pool = list(pixels.values())  # every probe image, in probe order
         square = len(by_size) == 1 and next(iter(by_size))[0] == next(iter(by_size))[1]
         if square:
-            sources = (torch.stack(pixels), probe.labels)
+            sources = (torch.stack(pool), probe.labels)
         else:
             side = CLUTTER_SOURCE_SIDE
-            crops = [_resize(_centre_square(p[None]), side)[0] for p in pixels]
+            crops = [_resize(_centre_square(p[None]), side)[0] for p in pool]
             sources = (torch.stack(crops), probe.labels)
     out: list[Image.Image | None] = [None] * len(probe)
     for members in by_size.values():

@@ -127,15 +127,17 @@ def _columns(ncols, n_panels: int) -> int:
 
 
 def _panel_grid(n_panels: int, ncols: int = MAX_COLUMNS, height: float = 3.3,
-                max_width: float = 4.6):
+                max_width: float = 4.6, sharey: bool = False):
     """A figure of ``n_panels`` panels in rows of at most ``ncols``, each at most ``max_width``
-    inches wide and the figure at most :data:`PAGE_WIDTH`; returns (figure, the panels' axes)."""
+    inches wide and the figure at most :data:`PAGE_WIDTH` (``sharey``: one y axis for all);
+    returns (figure, the panels' axes)."""
     if n_panels < 1:
         raise AnalysisUtilsError("There is nothing to draw: the figure got no panels.")
     ncols = _columns(ncols, n_panels)
     nrows = int(np.ceil(n_panels / ncols))
     width = min(PAGE_WIDTH, max_width * ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height * nrows), sharey=sharey,
+                             squeeze=False)
     for ax in axes.flat[n_panels:]:
         ax.axis("off")
     return fig, list(axes.flat[:n_panels])
@@ -143,10 +145,22 @@ def _panel_grid(n_panels: int, ncols: int = MAX_COLUMNS, height: float = 3.3,
 
 def _legend_below(fig, ax, ncol: int = 4) -> None:
     """The legend of ``ax``'s lines, centred under the figure (after its layout is done)."""
-    handles, labels = ax.get_legend_handles_labels()
+    _figure_legend(fig, *ax.get_legend_handles_labels(), ncol=ncol)
+
+
+def _figure_legend(fig, handles, labels, ncol: int = 4) -> None:
+    """A legend of ``handles`` named ``labels``, centred under the figure."""
     if handles:
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                    ncol=min(len(labels), ncol), fontsize=10)
+
+
+def _fixed_margins(fig, top: float, bottom: float, **spacing) -> None:
+    """Margins in inches at the top (the suptitle) and bottom (the legend below), and the
+    ``hspace``/``wspace`` between panels: a layout that costs no extra draw, unlike
+    ``tight_layout``."""
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(top=1 - top / height, bottom=bottom / height, **spacing)
 
 
 def _check_columns(table, columns, what: str) -> None:
@@ -669,6 +683,10 @@ def _level_colors(levels) -> dict:
     return dict(zip(levels, sns.color_palette("rocket_r", len(levels) + 1)[1:]))
 
 
+def _level_text(perturbation: str, level) -> str:
+    return "clean" if level == 0 else f"{perturbation} {level:g}"
+
+
 def plot_steps_by_level(table, measure: str, perturbation: str, note: str = "",
                         ylabel: str = "top-1 (%)", counterparts: Mapping[str, str] | None = None):
     """Chapter 6: ``measure`` over every step, one line per level of ``perturbation`` (darker
@@ -695,18 +713,13 @@ def plot_steps_by_level(table, measure: str, perturbation: str, note: str = "",
              if model in models and ff in models}
     shown_inside = set(pairs.values())
     panels = [model for model in models if model not in shown_inside or model in pairs]
-    ncols = _columns(MAX_COLUMNS, len(panels))
-    nrows = int(np.ceil(len(panels) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(min(PAGE_WIDTH, 3.4 * ncols), 2.9 * nrows),
-                             sharey=True, squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.axis("off")
+    fig, axes = _panel_grid(len(panels), height=2.9, max_width=3.4, sharey=True)
 
     def draw(ax, name):
         rows = part[part["model"] == name]
         for level in levels:
             at = rows[rows["level"] == level].sort_values("step")
-            text = "clean" if level == 0 else f"{perturbation} {level:g}"
+            text = _level_text(perturbation, level)
             if int(at["n_steps"].iloc[0]) <= 1:
                 ax.axhline(float(at[measure].iloc[0]), color=colors[level], ls="--", lw=1.4,
                            label=text)
@@ -715,7 +728,7 @@ def plot_steps_by_level(table, measure: str, perturbation: str, note: str = "",
                         label=text)
         return int(rows["n_steps"].iloc[0])
 
-    for ax, name in zip(axes.flat, panels):
+    for ax, name in zip(axes, panels):
         n_steps = draw(ax, name)
         title = label(name)
         if name in pairs:
@@ -728,16 +741,12 @@ def plot_steps_by_level(table, measure: str, perturbation: str, note: str = "",
         else:
             ax.set_xticks([])
             ax.set_xlabel("one step")
-    for row in axes:
-        row[0].set_ylabel(ylabel)
+    for ax in axes[::_columns(MAX_COLUMNS, len(panels))]:  # the first panel of each row
+        ax.set_ylabel(ylabel)
     fig.suptitle(titled(f"{ylabel} at every step under {perturbation}", note))
-    height = fig.get_size_inches()[1]
-    fig.subplots_adjust(hspace=0.55, wspace=0.12, top=1 - 1.0 / height, bottom=0.55 / height)
-    handles = [plt.Line2D([], [], color=colors[level], lw=2)
-               for level in levels]
-    names = ["clean" if level == 0 else f"{perturbation} {level:g}" for level in levels]
-    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(len(names), 4), fontsize=10)
+    _fixed_margins(fig, top=1.0, bottom=0.55, hspace=0.55, wspace=0.12)
+    _figure_legend(fig, [plt.Line2D([], [], color=colors[level], lw=2) for level in levels],
+                   [_level_text(perturbation, level) for level in levels])
     return fig
 
 
@@ -768,7 +777,7 @@ def plot_perturbation_examples(probe, examples: Mapping, picks: Sequence[int], n
     mosaic, (height, width), gap = perturbation_mosaic([images for _, images in rows])
     side = 1.5
     fig, ax = plt.subplots(figsize=(side * len(picks) + 1.6, side * len(rows) + 0.6))
-    fig.subplots_adjust(top=1 - 0.9 / (side * len(rows) + 0.6), bottom=0.02)
+    _fixed_margins(fig, top=0.9, bottom=0.2)
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_yticks([r * (height + gap) + height / 2 for r in range(len(rows))],
                   [text for text, _ in rows], fontsize=9)
@@ -808,9 +817,9 @@ def plot_against_level(table, columns: Sequence[tuple[str, str]], title: str, no
     """Chapter 6: measures against the perturbation level, one row per perturbation and one
     column per measure (at most :data:`MAX_COLUMNS`), one line per model in its colour;
     feedforward models dashed. ``columns``: ``(measure, its axis label)`` pairs; a measure
-    with ``<measure> lo`` / ``<measure> hi`` columns (or ``lo``/``hi`` when it is the only
-    measure with an interval) gets that band (the bootstrap interval of the benefit);
-    ``zero_line`` names the measures drawn with a line at 0.
+    with ``<measure> lo`` / ``<measure> hi`` columns gets that band (the bootstrap interval of
+    the benefit, :func:`analysis_utils.robustness.with_benefit`); ``zero_line`` names the
+    measures drawn with a line at 0.
 
     ``table``: rows with ``model``, ``perturbation``, ``level`` and every measure.
     """
@@ -825,8 +834,7 @@ def plot_against_level(table, columns: Sequence[tuple[str, str]], title: str, no
     for row, name in zip(axes, perturbations):
         part = table[table["perturbation"] == name]
         for ax, (measure, ylabel) in zip(row, columns):
-            band = ((f"{measure} lo", f"{measure} hi") if f"{measure} lo" in part
-                    else ("lo", "hi") if "lo" in part and "hi" in part else None)
+            band = (f"{measure} lo", f"{measure} hi") if f"{measure} lo" in part else None
             for model, rows in part.groupby("model", sort=False):
                 rows = rows.sort_values("level")
                 if rows[measure].isna().all():
@@ -844,15 +852,12 @@ def plot_against_level(table, columns: Sequence[tuple[str, str]], title: str, no
             if name == perturbations[0]:
                 ax.set_title(ylabel, fontsize=10)
     fig.suptitle(titled(title, note))
-    height = fig.get_size_inches()[1]
-    fig.subplots_adjust(hspace=0.6, wspace=0.28, top=1 - 1.0 / height, bottom=0.5 / height)
-    handles = {}
+    _fixed_margins(fig, top=1.0, bottom=0.5, hspace=0.6, wspace=0.28)
+    handles = {}  # every model once, from whichever panel drew it
     for ax in axes.flat:
         for handle, text in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(text, handle)
-    if handles:
-        fig.legend(list(handles.values()), list(handles), loc="upper center",
-                   bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 4), fontsize=10)
+    _figure_legend(fig, list(handles.values()), list(handles))
     return fig
 
 

@@ -99,14 +99,18 @@ def run_build(params: str, env: dict, root: Path = ROOT) -> dict:
             "load": load}
 
 
+def check_chapter(chapter: str) -> str:
+    """``chapter`` when notebooks/<chapter>.py exists; otherwise exit with one sentence."""
+    if not (ROOT / "notebooks" / f"{chapter}.py").exists():
+        raise SystemExit(f"There is no chapter {chapter!r} in notebooks/; give the name of a "
+                         "notebooks/NN_*.py file without .py, for example 06_perturbations.")
+    return chapter
+
+
 def tree_without(chapter: str, destination: Path) -> Path:
     """A copy of the working tree's tracked files at ``destination`` without ``chapter``: its
     source notebook, its _toc.yml entry and the lines of book/*.md that link it are removed;
     .venv is linked, not copied."""
-    source = ROOT / "notebooks" / f"{chapter}.py"
-    if not source.exists():
-        raise SystemExit(f"There is no chapter {chapter!r} (no {source}); give the name of a "
-                         "notebooks/NN_*.py file without .py, for example 06_perturbations.")
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
                            capture_output=True).stdout.decode().split("\0")
     for name in filter(None, files):
@@ -154,11 +158,8 @@ def chapter_cost(chapter: str, params: str, warm: int, data_dir: str,
         for index in range(1 + warm):
             kind = "cold" if index == 0 else "warm"
             for label, root in trees.items():
-                cache = scratch / f"cache-{label}"
-                if index == 0 and cache.exists():
-                    shutil.rmtree(cache)
-                env = {**os.environ, "ANALYSIS_UTILS_DATA": data_dir,
-                       "ANALYSIS_UTILS_CACHE": str(cache)}
+                env = {**os.environ, "ANALYSIS_UTILS_DATA": data_dir,  # a fresh cache per tree
+                       "ANALYSIS_UTILS_CACHE": str(scratch / f"cache-{label}")}
                 settle()
                 result = run_build(params, env, root)
                 walls[label].append(result["wall"])
@@ -186,9 +187,6 @@ def chapter_prefill(chapter: str, params: str, repeat: int, data_dir: str) -> No
     :func:`chapter_cost` (the chapter's execution, which reads the cache alike cold or warm)
     it gives the chapter's cold cost without the drift of two whole cold builds."""
     sources = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
-    if chapter not in [source.stem for source in sources]:
-        raise SystemExit(f"There is no chapter {chapter!r} in notebooks/; give the name of a "
-                         "notebooks/NN_*.py file without .py, for example 06_perturbations.")
     with tempfile.TemporaryDirectory(prefix="book-benchmark-") as scratch:
         scratch = Path(scratch)
         notebooks = []
@@ -236,10 +234,11 @@ def main() -> None:
         raise SystemExit("Pass --data-dir (or set ANALYSIS_UTILS_DATA) to the folder that holds "
                          "tiny-imagenet-200/, for example the unpacked val-probe100.tar.gz.")
     if args.chapter_prefill:
-        chapter_prefill(args.chapter_prefill, args.params, max(1, args.warm), args.data_dir)
+        chapter_prefill(check_chapter(args.chapter_prefill), args.params, max(1, args.warm),
+                        args.data_dir)
         return
     if args.chapter_cost:
-        chapter_cost(args.chapter_cost, args.params, args.warm, args.data_dir,
+        chapter_cost(check_chapter(args.chapter_cost), args.params, args.warm, args.data_dir,
                      args.without_first)
         return
     with tempfile.TemporaryDirectory(prefix="book-benchmark-cache-") as cache:
